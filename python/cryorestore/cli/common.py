@@ -1,0 +1,61 @@
+"""Options and helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+import numpy as np
+import torch
+
+from cryorestore.errors import InputError
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda`` (auto: CUDA when available)."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to compute: auto picks CUDA when a GPU is present (default: auto)")
+
+
+def add_seed_option(parser: argparse.ArgumentParser, default: int = 0) -> None:
+    parser.add_argument("--seed", type=int, default=default, help=f"random seed for reproducible runs (default: {default})")
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn ``auto|cpu|cuda`` into a torch device; asking for CUDA without a GPU is an input error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and torch; return a NumPy generator for explicit use."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def tilt_range(values: list[float] | tuple[float, float]) -> tuple[float, float]:
+    """Validate a ``--tilt-range MIN MAX`` pair in degrees."""
+    lo, hi = float(values[0]), float(values[1])
+    if not (np.isfinite(lo) and np.isfinite(hi)) or not (-90.0 <= lo < hi <= 90.0):
+        raise InputError(f"--tilt-range {lo:g} {hi:g} makes no sense: need -90 <= MIN < MAX <= 90 degrees")
+    return lo, hi
+
+
+def positive(kind: type = float):
+    """argparse type: a strictly positive number."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return v
+
+    return parse
