@@ -57,11 +57,17 @@ def frequency_grid(
     """Frequencies (kz, ky, kx) in cycles/voxel as broadcastable (Z,1,1), (1,Y,1), (1,1,Xf) tensors.
 
     ``Xf`` is ``X//2 + 1`` on the rfft grid and ``X`` on the full grid (FFT order, not shifted).
+    On the rfft grid of an even X the Nyquist plane has kx = −0.5, as on the full grid.
     """
     z, y, x = _shape3(shape)
     kz = torch.fft.fftfreq(z, device=device, dtype=dtype).view(z, 1, 1)
     ky = torch.fft.fftfreq(y, device=device, dtype=dtype).view(1, y, 1)
-    kx = (torch.fft.rfftfreq(x, device=device, dtype=dtype) if rfft else torch.fft.fftfreq(x, device=device, dtype=dtype))
+    kx = torch.fft.fftfreq(x, device=device, dtype=dtype)
+    if rfft:
+        # the rfft grid holds the full grid's first X//2 + 1 planes; for an even X its last plane is
+        # the full grid's Nyquist plane, whose frequency fftfreq gives as -0.5: keep that value so
+        # that every rfft-grid quantity equals the matching part of the full-grid one.
+        kx = kx[: x // 2 + 1]
     return kz, ky, kx.view(1, 1, -1)
 
 
