@@ -1,0 +1,7 @@
+"""Evaluation of raw and restored tomograms.
+
+Modules (one job each): :mod:`.quality` (PSNR/SSIM/FSC/wedge metrics of whole maps), :mod:`.snr`
+(Topaz-style paired-box SNR), :mod:`.angles` (uniform rotation sampling), :mod:`.matching`
+(template matching), :mod:`.pr` (precision-recall against known positions), :mod:`.averaging`
+(subtomogram averaging), :mod:`.segmentation` (membrane surfaceness).
+"""

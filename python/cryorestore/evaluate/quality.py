@@ -1,0 +1,227 @@
+"""Map quality: PSNR and SSIM after an affine grey-level fit, FSC resolutions, missing-wedge correlation.
+
+All functions take (z, y, x) arrays. Frequencies are in cycles/voxel (Nyquist 0.5), resolutions in
+Å use the voxel size in Å. FSC curves come from :func:`cryorestore.fourier.fsc` (shell ``k`` at
+``k / min(shape)`` cycles/voxel).
+
+Grey-level fit
+--------------
+A restored map lives on an arbitrary grey scale (networks rescale, WBP has an arbitrary gain and
+offset, contrast may even be inverted). Before PSNR/SSIM each map ``x`` is replaced by ``a·x + b``
+with ``(a, b)`` the least-squares solution of ``min Σ (a·x + b − t)²`` against the truth ``t``, so
+the metrics measure structure, not calibration.
+
+Missing-wedge correlation
+-------------------------
+For a tilt range [a, b] about y the *missing* coefficients are ``1 − fourier.missing_wedge_mask``.
+``wedge_corr`` is the FSC against the truth restricted to those coefficients, averaged over shells
+1 … min(shape)//2 (every shell from the first non-DC one up to Nyquist; shells without missing
+coefficients — none for tilt ranges narrower than ±90° — would count as 0). A raw WBP map has
+almost nothing there (≈ 0); a method that fills in the wedge correctly raises it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from cryorestore import fourier
+
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5  # Gaussian window radius int(3.5·1.5 + 0.5) = 5 voxels: an 11-voxel window
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+# --------------------------------------------------------------------------------------------
+# grey-level fit, PSNR, SSIM
+# --------------------------------------------------------------------------------------------
+def affine_fit(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Least-squares ``a·x + b ≈ target``; returns (fitted map float64, a, b).
+
+    A constant ``x`` gets ``a = 0`` and ``b = mean(target)``.
+    """
+    xd = np.asarray(x, dtype=np.float64)
+    td = np.asarray(target, dtype=np.float64)
+    if xd.shape != td.shape:
+        raise ValueError(f"shapes differ: {xd.shape} vs {td.shape}")
+    xm, tm = xd.mean(), td.mean()
+    xc = xd - xm
+    var = float(np.sum(xc * xc))
+    a = float(np.sum(xc * (td - tm)) / var) if var > 0 else 0.0
+    b = float(tm - a * xm)
+    return a * xd + b, a, b
+
+
+def data_range(truth: np.ndarray) -> float:
+    """Dynamic range ``max − min`` of the truth (the PSNR/SSIM peak value)."""
+    t = np.asarray(truth, dtype=np.float64)
+    return float(t.max() - t.min())
+
+
+def psnr(x: np.ndarray, truth: np.ndarray, fit: bool = True) -> float:
+    """PSNR in dB: ``10·log10(range(truth)² / MSE)``, after the affine grey-level fit when ``fit``."""
+    xd = affine_fit(x, truth)[0] if fit else np.asarray(x, dtype=np.float64)
+    mse = float(np.mean((xd - np.asarray(truth, dtype=np.float64)) ** 2))
+    rng = data_range(truth)
+    if mse <= 0:
+        return float("inf")
+    if rng <= 0:
+        return float("-inf")
+    return 10.0 * math.log10(rng * rng / mse)
+
+
+def ssim(x: np.ndarray, truth: np.ndarray, fit: bool = True, sigma: float = SSIM_SIGMA) -> float:
+    """Mean structural similarity (Wang et al. 2004) in 3D with a Gaussian window.
+
+    Local means, variances and covariance use a Gaussian of ``sigma`` voxels truncated at
+    ``3.5·sigma`` (an 11-voxel window for σ = 1.5, as skimage/MONAI); ``L = range(truth)``,
+    ``C1 = (0.01 L)²``, ``C2 = (0.03 L)²``; the SSIM map is averaged over the voxels whose window
+    lies inside the volume (a border of the window radius is dropped, like a valid convolution).
+    ``x`` is first affinely fitted to the truth when ``fit``.
+    """
+    xd = affine_fit(x, truth)[0] if fit else np.asarray(x, dtype=np.float64)
+    td = np.asarray(truth, dtype=np.float64)
+    rng = data_range(td)
+    c1, c2 = (SSIM_K1 * rng) ** 2, (SSIM_K2 * rng) ** 2
+
+    def g(v: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(v, sigma, truncate=SSIM_TRUNCATE, mode="reflect")
+
+    mx, mt = g(xd), g(td)
+    sxx = g(xd * xd) - mx * mx
+    stt = g(td * td) - mt * mt
+    sxt = g(xd * td) - mx * mt
+    smap = ((2 * mx * mt + c1) * (2 * sxt + c2)) / ((mx * mx + mt * mt + c1) * (sxx + stt + c2))
+    r = int(SSIM_TRUNCATE * sigma + 0.5)
+    inner = tuple(slice(r, n - r) if n > 2 * r else slice(None) for n in smap.shape)
+    return float(smap[inner].mean())
+
+
+# --------------------------------------------------------------------------------------------
+# Fourier metrics
+# --------------------------------------------------------------------------------------------
+def fsc_curve(a: np.ndarray, b: np.ndarray, fourier_mask: torch.Tensor | None = None) -> np.ndarray:
+    """FSC curve (n_shells,) float64 between two (z, y, x) maps (via :func:`fourier.fsc`)."""
+    ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
+    return fourier.fsc(ta, tb, fourier_mask=fourier_mask).double().cpu().numpy()
+
+
+def missing_wedge_selection(shape: tuple[int, int, int], tilt_range: tuple[float, float]) -> torch.Tensor:
+    """rfft-grid float mask (1 = coefficient inside the missing wedge) for tilts in ``tilt_range`` (°)."""
+    return 1.0 - fourier.missing_wedge_mask(shape, float(tilt_range[0]), float(tilt_range[1]), rfft=True)
+
+
+def wedge_correlation(x: np.ndarray, truth: np.ndarray, tilt_range: tuple[float, float]) -> tuple[float, np.ndarray]:
+    """Mean over shells 1…Nyquist of the FSC restricted to missing-wedge coefficients, and the curve."""
+    curve = fsc_curve(x, truth, fourier_mask=missing_wedge_selection(tuple(x.shape), tilt_range))
+    return float(curve[1:].mean()), curve
+
+
+def wedge_power_fraction(x: np.ndarray, tilt_range: tuple[float, float]) -> float:
+    """Fraction of the map's non-DC spectral power that lies inside the missing wedge (0…1)."""
+    shape = tuple(x.shape)
+    spec = torch.fft.rfftn(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)))
+    power = (spec.real**2 + spec.imag**2) * fourier.rfft_weights(shape)
+    power[0, 0, 0] = 0.0
+    total = float(power.sum())
+    if total <= 0:
+        return 0.0
+    inside = float((power * missing_wedge_selection(shape, tilt_range).double()).sum())
+    return inside / total
+
+
+def _resolution_keys(prefix_05: str, prefix_0143: str, suffix: str, curve: np.ndarray,
+                     shape: tuple[int, ...], voxel_size: float) -> dict[str, float]:
+    res = fourier.resolutions(curve, shape, voxel_size)
+    return {
+        f"{prefix_05}_{suffix}": res[0.5].frequency,
+        f"{prefix_0143}_{suffix}": res[0.143].frequency,
+        f"{prefix_05}_{suffix}_angstrom": res[0.5].angstrom,
+        f"{prefix_0143}_{suffix}_angstrom": res[0.143].angstrom,
+    }
+
+
+def map_metrics(
+    raw: np.ndarray,
+    restored: np.ndarray,
+    voxel_size: float,
+    truth: np.ndarray | None = None,
+    tilt_range: tuple[float, float] | None = None,
+) -> dict:
+    """Numbers describing a restoration; every value is a plain ``float`` (JSON-ready).
+
+    Always (raw vs restored, no truth needed):
+      ``fsc05_raw_vs_restored``, ``fsc0143_raw_vs_restored`` (cycles/voxel, plus ``_angstrom``),
+      ``std_raw``, ``std_restored``, ``std_ratio`` (restored / raw), ``corr_raw_restored``
+      (Pearson correlation of the voxels), ``voxel_size`` (Å).
+    With ``truth`` (same grid), for ``m`` in {raw, restored}:
+      ``psnr_m`` (dB) and ``ssim_m`` after the affine grey-level fit (see module doc),
+      ``fsc05_m`` / ``fsc0143_m``: where FSC(m, truth) first drops below 0.5 / 0.143, in
+      cycles/voxel (``…_angstrom`` in Å), ``fsc_mean_m``: mean FSC over shells 1…Nyquist.
+    With ``tilt_range`` (degrees about y):
+      ``wedge_power_fraction_m``: share of the non-DC spectral power inside the missing wedge;
+      and with truth also ``wedge_corr_m``: FSC against the truth over missing-wedge coefficients
+      only, averaged over shells 1…Nyquist (``wedge_freq_min``/``wedge_freq_max`` record that band
+      in cycles/voxel).
+    """
+    r = np.asarray(raw, dtype=np.float32)
+    d = np.asarray(restored, dtype=np.float32)
+    if r.ndim != 3:
+        raise ValueError(f"maps must be 3D (z, y, x), got shape {r.shape}")
+    if r.shape != d.shape:
+        raise ValueError(f"raw {r.shape} and restored {d.shape} differ in shape")
+    if truth is not None and np.shape(truth) != r.shape:
+        raise ValueError(f"truth {np.shape(truth)} differs in shape from the maps {r.shape}")
+    shape = tuple(r.shape)
+    out: dict[str, float] = {"voxel_size": float(voxel_size)}
+    out.update(_resolution_keys("fsc05", "fsc0143", "raw_vs_restored", fsc_curve(r, d), shape, voxel_size))
+    sr, sd = float(r.std(dtype=np.float64)), float(d.std(dtype=np.float64))
+    out["std_raw"], out["std_restored"] = sr, sd
+    out["std_ratio"] = sd / sr if sr > 0 else float("nan")
+    rc, dc = r.astype(np.float64) - r.mean(dtype=np.float64), d.astype(np.float64) - d.mean(dtype=np.float64)
+    den = math.sqrt(float(np.sum(rc * rc)) * float(np.sum(dc * dc)))
+    out["corr_raw_restored"] = float(np.sum(rc * dc)) / den if den > 0 else 0.0
+    del rc, dc
+
+    maps = {"raw": r, "restored": d}
+    if truth is not None:
+        t = np.asarray(truth, dtype=np.float32)
+        for name, m in maps.items():
+            out[f"psnr_{name}"] = psnr(m, t)
+            out[f"ssim_{name}"] = ssim(m, t)
+            curve = fsc_curve(m, t)
+            out.update(_resolution_keys("fsc05", "fsc0143", name, curve, shape, voxel_size))
+            out[f"fsc_mean_{name}"] = float(curve[1:].mean())
+    if tilt_range is not None:
+        fourier.check_tilt_range(float(tilt_range[0]), float(tilt_range[1]))
+        for name, m in maps.items():
+            out[f"wedge_power_fraction_{name}"] = wedge_power_fraction(m, tilt_range)
+        if truth is not None:
+            freqs = fourier.shell_frequencies(shape)
+            out["wedge_freq_min"], out["wedge_freq_max"] = float(freqs[1]), float(freqs[-1])
+            for name, m in maps.items():
+                out[f"wedge_corr_{name}"] = wedge_correlation(m, t, tilt_range)[0]
+    return {k: float(v) for k, v in out.items()}
+
+
+def map_curves(
+    raw: np.ndarray, restored: np.ndarray, truth: np.ndarray | None = None,
+    tilt_range: tuple[float, float] | None = None,
+) -> dict[str, list[float]]:
+    """FSC curves for plots: ``frequency`` (cycles/voxel), ``raw_vs_restored``, and with the truth
+    ``raw_vs_truth``, ``restored_vs_truth`` (and ``wedge_raw``/``wedge_restored`` with a tilt range)."""
+    shape = tuple(np.shape(raw))
+    curves: dict[str, list[float]] = {"frequency": fourier.shell_frequencies(shape).tolist(),
+                                      "raw_vs_restored": fsc_curve(raw, restored).tolist()}
+    if truth is not None:
+        curves["raw_vs_truth"] = fsc_curve(raw, truth).tolist()
+        curves["restored_vs_truth"] = fsc_curve(restored, truth).tolist()
+        if tilt_range is not None:
+            curves["wedge_raw"] = wedge_correlation(raw, truth, tilt_range)[1].tolist()
+            curves["wedge_restored"] = wedge_correlation(restored, truth, tilt_range)[1].tolist()
+    return curves
