@@ -1,0 +1,124 @@
+"""evaluate.quality against independent float64 references (numpy loops, np.linalg.lstsq, MONAI SSIM)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from cryorestore.evaluate import quality
+
+
+def _maps(seed=0, shape=(20, 24, 22)):
+    rng = np.random.default_rng(seed)
+    truth = ndimage.gaussian_filter(rng.normal(size=shape), 1.5)
+    raw = 3.0 * truth - 0.7 + rng.normal(scale=0.05, size=shape)
+    restored = ndimage.gaussian_filter(raw, 0.8)
+    return truth.astype(np.float32), raw.astype(np.float32), restored.astype(np.float32)
+
+
+def np_fsc_full(a, b, select=None):
+    """FSC on the full FFT grid with an explicit shell loop (integer-index radius, rounded half up)."""
+    f1, f2 = np.fft.fftn(a.astype(np.float64)), np.fft.fftn(b.astype(np.float64))
+    m = min(a.shape)
+    r2 = np.zeros(a.shape)
+    for ax, n in enumerate(a.shape):
+        k = np.fft.fftfreq(n) * n
+        k = np.abs(k) / n
+        r2 += np.expand_dims(k, [i for i in range(3) if i != ax]) ** 2
+    shells = np.floor(np.sqrt(r2) * m + 0.5).astype(int)
+    w = np.ones(a.shape) if select is None else select
+    out = np.zeros(m // 2 + 1)
+    for q in range(m // 2 + 1):
+        s = (shells == q) & (w > 0)
+        num = np.sum(f1[s] * np.conj(f2[s])).real
+        den = math.sqrt(np.sum(np.abs(f1[s]) ** 2) * np.sum(np.abs(f2[s]) ** 2))
+        out[q] = num / den if den > 1e-30 else 0.0
+    return out
+
+
+def np_missing_full(shape, tmin, tmax):
+    """1 where the (kx, kz) line angle lies outside [tmin, tmax] (the ky axis is always measured)."""
+    fz, fy, fx = (np.fft.fftfreq(n) for n in shape)
+    kz, kx = np.meshgrid(fz, fx, indexing="ij")
+    ang = np.degrees(np.arctan2(kz, kx))
+    ang = np.where(ang > 90, ang - 180, ang)
+    ang = np.where(ang <= -90, ang + 180, ang)
+    measured = ((ang >= tmin - 1e-6) & (ang <= tmax + 1e-6)) | ((kz == 0) & (kx == 0))
+    return np.broadcast_to((~measured)[:, None, :], shape).astype(float)
+
+
+def test_affine_fit_matches_lstsq():
+    rng = np.random.default_rng(3)
+    x, t = rng.normal(size=(9, 10, 11)), rng.normal(size=(9, 10, 11))
+    t = t + 2.5 * x
+    fitted, a, b = quality.affine_fit(x, t)
+    design = np.stack([x.ravel(), np.ones(x.size)], axis=1)
+    (a_ref, b_ref), *_ = np.linalg.lstsq(design, t.ravel(), rcond=None)
+    assert a == pytest.approx(a_ref, rel=1e-10) and b == pytest.approx(b_ref, abs=1e-10)
+    np.testing.assert_allclose(fitted, a_ref * x + b_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_psnr_formula_and_invariance_to_grey_level():
+    truth, raw, _ = _maps(1)
+    design = np.stack([raw.ravel().astype(np.float64), np.ones(raw.size)], axis=1)
+    coef, *_ = np.linalg.lstsq(design, truth.ravel().astype(np.float64), rcond=None)
+    mse = np.mean((design @ coef - truth.ravel()) ** 2)
+    ref = 10 * np.log10((truth.max() - truth.min()) ** 2 / mse)
+    assert quality.psnr(raw, truth) == pytest.approx(ref, rel=1e-6)
+    # inverted contrast and offset change nothing after the fit
+    assert quality.psnr(-4.0 * raw + 9.0, truth) == pytest.approx(ref, rel=1e-5)
+
+
+def test_ssim_matches_monai():
+    from monai.metrics import SSIMMetric
+
+    truth, raw, _ = _maps(2, shape=(22, 24, 26))
+    fitted = quality.affine_fit(raw, truth)[0]
+    rng_ = float(truth.max() - truth.min())
+    metric = SSIMMetric(spatial_dims=3, data_range=rng_, kernel_type="gaussian", win_size=11, kernel_sigma=1.5)
+    ref = float(metric(torch.from_numpy(fitted[None, None]).double(), torch.from_numpy(truth[None, None].astype(np.float64))).mean())
+    assert quality.ssim(raw, truth) == pytest.approx(ref, abs=2e-4)
+    assert quality.ssim(truth, truth) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_fsc_resolutions_and_wedge_against_numpy():
+    truth, raw, restored = _maps(4)
+    m = quality.map_metrics(raw, restored, 2.5, truth=truth, tilt_range=(-50.0, 45.0))
+    from cryorestore import fourier
+
+    for name, arr in (("raw", raw), ("restored", restored)):
+        curve = np_fsc_full(arr, truth)
+        res = fourier.resolutions(curve, truth.shape, 2.5)
+        assert m[f"fsc05_{name}"] == pytest.approx(res[0.5].frequency, abs=1e-6)
+        assert m[f"fsc0143_{name}"] == pytest.approx(res[0.143].frequency, abs=1e-6)
+        assert m[f"fsc05_{name}_angstrom"] == pytest.approx(2.5 / res[0.5].frequency, rel=1e-6)
+        wedge = np_fsc_full(arr, truth, select=np_missing_full(truth.shape, -50.0, 45.0))
+        assert m[f"wedge_corr_{name}"] == pytest.approx(wedge[1:].mean(), abs=1e-5)
+    assert m["wedge_freq_min"] == pytest.approx(1 / 20) and m["wedge_freq_max"] == pytest.approx(0.5)
+    for key in ("psnr_raw", "psnr_restored", "ssim_raw", "ssim_restored", "fsc0143_raw", "fsc0143_restored"):
+        assert key in m and np.isfinite(m[key])
+
+
+def test_wedge_power_fraction_against_numpy():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(16, 18, 20))
+    miss = np_missing_full(x.shape, -60, 60)
+    p = np.abs(np.fft.fftn(x)) ** 2
+    p[0, 0, 0] = 0
+    ref = float((p * miss).sum() / p.sum())
+    assert quality.wedge_power_fraction(x, (-60, 60)) == pytest.approx(ref, rel=1e-6)
+
+
+def test_metrics_without_truth():
+    truth, raw, restored = _maps(6)
+    m = quality.map_metrics(raw, restored, 3.0)
+    assert "psnr_raw" not in m and "wedge_corr_raw" not in m
+    assert m["std_ratio"] == pytest.approx(restored.std(dtype=np.float64) / raw.std(dtype=np.float64), rel=1e-6)
+    assert m["corr_raw_restored"] == pytest.approx(np.corrcoef(raw.ravel(), restored.ravel())[0, 1], rel=1e-6)
+    assert all(isinstance(v, float) for v in m.values())
+    with pytest.raises(ValueError):
+        quality.map_metrics(raw, restored[:-1], 3.0)
