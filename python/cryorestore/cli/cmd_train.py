@@ -1,0 +1,117 @@
+"""``cryorestore train``: train a restoration network (n2n, deepdewedge, isonet) on half tomograms."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cryorestore.cli.common import add_device_option, add_seed_option, positive, tilt_range
+from cryorestore.errors import InputError
+
+NAME = "train"
+HELP = "train a restoration network on even/odd half tomograms; writes a model directory"
+
+
+def _model_option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"'{text}' is not KEY=VALUE")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def add_train_arguments(p: argparse.ArgumentParser, with_out: bool = True) -> None:
+    """Options shared by ``train`` and ``denoise``."""
+    from cryorestore.methods import METHOD_NAMES
+
+    p.add_argument("--even", action="append", required=True, metavar="E.mrc",
+                   help="even half tomogram (repeat --even/--odd for several datasets); the only map in isonet single-map mode")
+    p.add_argument("--odd", action="append", metavar="O.mrc", help="odd half tomogram, same grid as its --even")
+    p.add_argument("--method", choices=METHOD_NAMES, default="n2n", help="training scheme (default: n2n)")
+    p.add_argument("--model", default="unet", help="network: unet, msdnet, scunet, swinunetr (default: unet)")
+    p.add_argument("--model-option", action="append", type=_model_option, default=[], metavar="KEY=VALUE",
+                   help="network option (JSON value), e.g. --model-option channels=16; repeatable")
+    p.add_argument("--loss", default=None,
+                   help="l1, l2, fsc or a sum like l2+fsc (default: l2; l1 for isonet as in IsoNet)")
+    p.add_argument("--tilt-range", nargs=2, type=float, default=[-60.0, 60.0], metavar=("MIN", "MAX"),
+                   help="tilt range of the data in degrees (default: -60 60)")
+    p.add_argument("--epochs", type=positive(int), default=20, help="passes over the training boxes (default: 20)")
+    p.add_argument("--batch-size", type=positive(int), default=8, help="boxes per step (default: 8)")
+    p.add_argument("--subtomo-size", type=positive(int), default=64, help="training crop edge in voxels (default: 64)")
+    p.add_argument("--n-subtomos", type=positive(int), default=200,
+                   help="boxes drawn from all tomograms together, 10%% held out for validation (default: 200)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of boxes held out (default: 0.1)")
+    p.add_argument("--lr", type=positive(float), default=4e-4, help="AdamW learning rate (default: 4e-4)")
+    p.add_argument("--lr-schedule", choices=("cosine", "step", "constant"), default="cosine",
+                   help="learning-rate schedule over the epochs (default: cosine)")
+    p.add_argument("--wedge-weight", type=float, default=2.0,
+                   help="deepdewedge: weight of the missing-wedge term of the loss (default: 2)")
+    p.add_argument("--refill-every", type=positive(int), default=None,
+                   help="deepdewedge/isonet: refill the inputs' missing wedge every N epochs (default: 10 / 1)")
+    p.add_argument("--noise-schedule", nargs="*", default=[], metavar="EPOCH:LEVEL",
+                   help="isonet: add wedge-filtered noise of LEVEL×std to the input from EPOCH on, e.g. 5:0.1 10:0.2")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the model directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_seed_option(p)
+    add_device_option(p)
+    if with_out:
+        p.add_argument("--out", required=True, metavar="MODEL_DIR", help="model directory to write")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_train_arguments(p)
+
+
+def config_from_args(args: argparse.Namespace, out: str):
+    """Build a :class:`cryorestore.train.TrainConfig` from parsed options."""
+    from cryorestore.train import TrainConfig
+
+    tr = tilt_range(args.tilt_range)
+    if args.odd is not None and len(args.odd) != len(args.even):
+        raise InputError(f"got {len(args.even)} --even and {len(args.odd)} --odd maps; give them in pairs")
+    levels, epochs = [], []
+    for item in args.noise_schedule:
+        try:
+            e, lv = item.split(":")
+            epochs.append(int(e))
+            levels.append(float(lv))
+        except ValueError:
+            raise InputError(f"--noise-schedule item '{item}' is not EPOCH:LEVEL") from None
+    loss = args.loss or ("l1" if args.method == "isonet" else "l2")
+    from cryorestore.losses import LOSS_NAMES
+
+    for part in loss.split("+"):
+        if part.strip().split("*")[-1] not in LOSS_NAMES:
+            raise InputError(f"--loss {loss}: '{part}' is not one of {', '.join(LOSS_NAMES)}")
+    from cryorestore.models import MODEL_NAMES
+
+    if args.model not in MODEL_NAMES:
+        raise InputError(f"--model {args.model} is unknown; choose one of {', '.join(MODEL_NAMES)}")
+    return TrainConfig(
+        even=[str(e) for e in args.even], odd=None if args.odd is None else [str(o) for o in args.odd], out=str(out),
+        method=args.method, model=args.model, model_options=dict(args.model_option), loss=loss, tilt_range=tr,
+        subtomo_size=args.subtomo_size, n_subtomos=args.n_subtomos, val_fraction=args.val_fraction,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed,
+        device=args.device, wedge_weight=args.wedge_weight, refill_every=args.refill_every,
+        noise_levels=levels, noise_epochs=epochs)
+
+
+def run_training(args: argparse.Namespace, out: str):
+    from cryorestore.cli.common import seed_everything
+    from cryorestore.train import train
+
+    cfg = config_from_args(args, out)
+    seed_everything(cfg.seed)
+    res = train(cfg, progress=not args.no_progress, resume=args.resume)
+    last = res.history[-1] if res.history else {}
+    print(f"trained {len(res.history)} epochs in {res.seconds:.1f} s; best validation loss "
+          f"{res.best_val_loss:.5g} at epoch {res.best_epoch + 1}; last train/val "
+          f"{last.get('train_loss', float('nan')):.5g}/{last.get('val_loss', float('nan')):.5g}; model in {res.model_dir}")
+    return cfg, res
+
+
+def run(args: argparse.Namespace) -> int:
+    run_training(args, args.out)
+    return 0
