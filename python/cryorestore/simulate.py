@@ -1,0 +1,369 @@
+"""The synthetic benchmark: a phantom whose truth is known, its noisy tilt series and WBP tomograms.
+
+Phantom (:func:`make_phantom`, deterministic given the random generator)
+-----------------------------------------------------------------------
+* copies of one asymmetric particle (:func:`make_template`: seven Gaussian blobs of different sizes and
+  densities, no rotation maps it onto itself, diameter ≈ 20 voxels, peak density 1) at random
+  non-overlapping integer positions away from the margins, each rotated actively by
+  ``A = geometry.euler_to_matrix(angles)`` with uniformly random orientations; listed in
+  ``particles`` (``rlnCoordinateX/Y/Z`` in voxels, RELION ZYZ angles in degrees);
+* lipid vesicles: spherical shells of radius 15–35 voxels (smaller if Z is thin), membrane thickness
+  40 Å (converted to voxels with the voxel size), soft edges, density 0.6; ``membranes`` is the
+  binary mask of the shells (|distance − radius| ≤ thickness / 2);
+* a few gold beads (radius 2.5 voxels, density 4);
+* a weak smooth background (low-pass Gaussian noise, standard deviation 0.05).
+
+Image formation (:func:`simulate_projections`)
+----------------------------------------------
+The phantom is projected (:func:`cryorestore.projection.project`) at tilts ``min, min + step, …, ≤ max``
+about y. Per tilt the expected number of electrons per pixel is ``λ = dose / n_tilts · voxel_size²``
+(dose in e/Å² over the whole series) and the expected image is ``I = λ (1 − c·p)``, ``p`` the projection
+and ``c`` the contrast constant (:data:`DEFAULT_CONTRAST`). Counts are Poisson(I) (or Gaussian with
+the same mean and variance), and the measured projection is ``(λ − counts) / (λ c)``, an unbiased
+estimate of ``p`` on the phantom's scale.
+
+* T2T: one noisy projection per tilt; even half = tilts 0, 2, 4, …, odd half = tilts 1, 3, 5, …,
+  full = all tilts (stack order is ascending tilt angle).
+* F2F: every tilt's dose is split into ``frames`` frames; the even-frame sum and the odd-frame sum
+  are drawn directly as two independent Poisson variables with means ``f_e I`` and ``f_o I``
+  (``f_e``, ``f_o`` the fractions of frames in each half). This is exact because a sum of independent
+  Poisson variables is Poisson with the summed mean. Each half is normalised with its own
+  ``λ_h = f_h λ`` and reconstructed from all tilts; the full projection is the sum of the two counts,
+  i.e. ``(λ_e p_e + λ_o p_o) / λ``, so the full tomogram is the same combination of the half tomograms.
+
+All tomograms are weighted back-projections (:mod:`cryorestore.projection`) with the phantom's
+thickness, so ``full.mrc`` lies on the same grid (and scale) as ``ground_truth.mrc``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+from cryorestore import geometry, io
+from cryorestore.errors import InputError
+from cryorestore.projection import project
+from cryorestore.reconstruct import reconstruct_f2f, reconstruct_t2t
+
+#: Contrast constant ``c`` of ``I = λ (1 − c·p)``: chosen so that at the default dose the even/odd FSC
+#: of the default dataset crosses 0.5 between 0.08 and 0.2 cycles/voxel (see benchmarks/RESULTS.md).
+DEFAULT_CONTRAST = 0.01
+DEFAULT_SHAPE = (64, 256, 256)
+DEFAULT_VOXEL_SIZE = 10.0  # Å
+DEFAULT_TILT_RANGE = (-60.0, 60.0)  # degrees
+DEFAULT_TILT_STEP = 3.0  # degrees
+DEFAULT_DOSE = 110.0  # e/Å² over the whole tilt series
+DEFAULT_FRAMES = 10
+MEMBRANE_THICKNESS_A = 40.0
+TEMPLATE_BOX = 32
+PARTICLE_RADIUS = 11  # voxels: the template's blobs lie within this radius of the box centre
+BEAD_RADIUS = 2.5  # voxels
+MIN_SIZE = 24  # smallest phantom edge in voxels
+
+OUTPUT_FILES = ("ground_truth", "full", "even", "odd", "tilts", "particles", "template", "membranes")
+_SUFFIX = {"tilts": ".tlt", "particles": ".star"}
+
+# (dz, dy, dx) offset from the particle centre in voxels, Gaussian sigma in voxels, density
+_BLOBS = (
+    ((0.0, 0.0, 0.0), 3.2, 1.0),
+    ((4.0, -3.0, 2.0), 2.4, 0.9),
+    ((-3.0, 5.0, 1.0), 2.6, 0.8),
+    ((1.0, 2.0, -6.5), 1.9, 1.2),
+    ((-5.0, -4.0, -3.0), 1.6, 0.7),
+    ((6.0, 4.0, 5.0), 1.3, 1.0),
+    ((0.5, -7.5, 4.5), 1.7, 0.6),
+)
+
+
+@dataclass
+class Phantom:
+    """A synthetic specimen; arrays (z, y, x), densities in arbitrary units (particle peak ≈ 1)."""
+
+    volume: np.ndarray  # float32 (Z, Y, X)
+    template: np.ndarray  # float32 (B, B, B), particle centred on voxel B // 2
+    particles: pd.DataFrame  # rlnCoordinateX/Y/Z (voxels), rlnAngleRot/Tilt/Psi (degrees)
+    membranes: np.ndarray  # bool (Z, Y, X): inside a vesicle membrane
+    voxel_size: float  # Å
+    beads: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (n, 3) bead centres (z, y, x)
+    vesicles: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (centre zyx, radius voxels)
+
+
+# --------------------------------------------------------------------------------------------
+# phantom
+# --------------------------------------------------------------------------------------------
+def make_template(box: int = TEMPLATE_BOX) -> np.ndarray:
+    """The asymmetric particle in a (box, box, box) float32 cube, centred on voxel box // 2, peak 1."""
+    if box < 2 * PARTICLE_RADIUS:
+        raise InputError(f"template box {box} is too small; it must be at least {2 * PARTICLE_RADIUS} voxels")
+    ax = np.arange(box, dtype=np.float64) - box // 2
+    z, y, x = np.meshgrid(ax, ax, ax, indexing="ij")
+    t = np.zeros((box, box, box))
+    for (dz, dy, dx), sigma, density in _BLOBS:
+        t += density * np.exp(-((z - dz) ** 2 + (y - dy) ** 2 + (x - dx) ** 2) / (2.0 * sigma**2))
+    return (t / t.max()).astype(np.float32)
+
+
+def _soft_sphere(shape: tuple[int, int, int], centre: np.ndarray, radius: float, edge: float = 0.7) -> tuple[tuple[slice, ...], np.ndarray]:
+    """A solid sphere with a tanh edge, returned as (slices into the volume, values) over its bounding box."""
+    r = radius + 3.0 * edge + 1.0
+    lo = [max(0, int(math.floor(c - r))) for c in centre]
+    hi = [min(n, int(math.ceil(c + r)) + 1) for c, n in zip(centre, shape)]
+    grids = np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(lo, hi, centre)], indexing="ij")
+    d = np.sqrt(sum(g**2 for g in grids))
+    return tuple(slice(a, b) for a, b in zip(lo, hi)), 0.5 * (1.0 - np.tanh((d - radius) / edge))
+
+
+def _shell(shape: tuple[int, int, int], centre: np.ndarray, radius: float, thickness: float, edge: float = 0.7):
+    """A spherical shell (soft values, binary mask) over its bounding box."""
+    r = radius + thickness / 2.0 + 3.0 * edge + 1.0
+    lo = [max(0, int(math.floor(c - r))) for c in centre]
+    hi = [min(n, int(math.ceil(c + r)) + 1) for c, n in zip(centre, shape)]
+    grids = np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(lo, hi, centre)], indexing="ij")
+    dist = np.abs(np.sqrt(sum(g**2 for g in grids)) - radius)
+    soft = 0.5 * (1.0 - np.tanh((dist - thickness / 2.0) / edge))
+    return tuple(slice(a, b) for a, b in zip(lo, hi)), soft, dist <= thickness / 2.0
+
+
+def _smooth_background(shape: tuple[int, int, int], rng: np.random.Generator, sigma: float = 4.0, std: float = 0.05) -> np.ndarray:
+    """Gaussian white noise low-pass filtered (Gaussian, ``sigma`` voxels) and scaled to ``std``."""
+    noise = rng.standard_normal(shape)
+    smooth = np.fft.irfftn(ndimage.fourier_gaussian(np.fft.rfftn(noise), sigma, n=shape[-1]), s=shape)
+    return (smooth * (std / max(smooth.std(), 1e-12))).astype(np.float32)
+
+
+def _check_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    try:
+        s = tuple(int(n) for n in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"shape must be three integers Z Y X, got {shape}") from None
+    if len(s) != 3 or min(s) < MIN_SIZE:
+        raise InputError(f"shape {tuple(shape)} is too small: need three sizes Z Y X of at least {MIN_SIZE} voxels")
+    return s  # type: ignore[return-value]
+
+
+def make_phantom(shape: Sequence[int] = DEFAULT_SHAPE, voxel_size: float = DEFAULT_VOXEL_SIZE,
+                 rng: np.random.Generator | None = None) -> Phantom:
+    """Build the synthetic specimen on a (Z, Y, X) grid of ``voxel_size`` Å voxels (see module docstring).
+
+    Particle count: about one per 40 000 voxels of the region where particle centres may lie (about 55
+    in 64×256×256); fewer if the rejection sampling cannot fit them without overlap.
+    """
+    shp = _check_shape(shape)
+    if not (np.isfinite(voxel_size) and voxel_size > 0):
+        raise InputError(f"voxel size must be a positive number of Å, got {voxel_size}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    nz, ny, nx = shp
+    vol = _smooth_background(shp, rng)
+    membranes = np.zeros(shp, dtype=bool)
+    t_mem = MEMBRANE_THICKNESS_A / voxel_size
+
+    # vesicles: shells that fit in Z, not overlapping each other
+    vesicles: list[tuple[np.ndarray, float]] = []
+    r_max = min(35.0, nz / 2.0 - t_mem / 2.0 - 3.0, min(ny, nx) / 2.0 - t_mem / 2.0 - 3.0)
+    r_min = min(15.0, r_max)
+    n_ves = max(1, round(ny * nx / 25000)) if r_max >= 6.0 else 0
+    for _ in range(200 * max(n_ves, 1)):
+        if len(vesicles) >= n_ves:
+            break
+        radius = float(rng.uniform(r_min, r_max))
+        reach = radius + t_mem / 2.0 + 2.0
+        centre = np.array([
+            rng.uniform(reach, nz - 1 - reach) if nz - 1 > 2 * reach else (nz - 1) / 2.0,
+            rng.uniform(reach, ny - 1 - reach),
+            rng.uniform(reach, nx - 1 - reach),
+        ])
+        if all(np.linalg.norm(centre - c) > radius + r + t_mem + 4.0 for c, r in vesicles):
+            vesicles.append((centre, radius))
+    for centre, radius in vesicles:
+        sl, soft, mask = _shell(shp, centre, radius, t_mem)
+        vol[sl] += 0.6 * soft.astype(np.float32)
+        membranes[sl] |= mask
+
+    def clear_of_vesicles(p: np.ndarray, margin: float) -> bool:
+        return all(abs(np.linalg.norm(p - c) - r) > margin + t_mem / 2.0 for c, r in vesicles)
+
+    # gold beads
+    beads: list[np.ndarray] = []
+    n_beads = max(1, round(ny * nx / 20000))
+    lo_b = np.full(3, BEAD_RADIUS + 2.0)
+    for _ in range(200 * n_beads):
+        if len(beads) >= n_beads:
+            break
+        p = rng.uniform(lo_b, np.array(shp) - 1 - lo_b)
+        if clear_of_vesicles(p, BEAD_RADIUS + 2.0) and all(np.linalg.norm(p - b) > 4 * BEAD_RADIUS for b in beads):
+            beads.append(p)
+    for p in beads:
+        sl, soft = _soft_sphere(shp, p, BEAD_RADIUS)
+        vol[sl] += 4.0 * soft.astype(np.float32)
+
+    # particles
+    template = make_template(TEMPLATE_BOX)
+    rp = PARTICLE_RADIUS
+    lo = np.array([rp, rp, rp])
+    hi = np.array(shp) - 1 - rp
+    interior = float(np.prod(np.maximum(hi - lo + 1, 0)))
+    n_target = max(1, round(interior / 40000))
+    coords: list[np.ndarray] = []
+    for _ in range(300 * n_target):
+        if len(coords) >= n_target:
+            break
+        p = np.array([rng.integers(a, b + 1) for a, b in zip(lo, hi)], dtype=np.float64)
+        if (all(np.linalg.norm(p - q) >= 2 * rp for q in coords)
+                and all(np.linalg.norm(p - b) >= rp + BEAD_RADIUS + 2 for b in beads)
+                and clear_of_vesicles(p, rp + 1.0)):
+            coords.append(p)
+    coords_arr = np.array(coords, dtype=np.float64).reshape(-1, 3)
+    eulers = geometry.matrix_to_euler(geometry.random_rotations(len(coords_arr), rng)) if len(coords_arr) else np.zeros((0, 3))
+    half = TEMPLATE_BOX // 2
+    for p, ang in zip(coords_arr, eulers):
+        rotated = geometry.rotate_volume(template, geometry.xyz_to_zyx(geometry.euler_to_matrix(ang)), order=1)
+        # the box centre (voxel half) goes to p; clip the box to the volume
+        start = p.astype(int) - half
+        src = tuple(slice(max(0, -s), TEMPLATE_BOX - max(0, s + TEMPLATE_BOX - n)) for s, n in zip(start, shp))
+        dst = tuple(slice(max(0, s), min(n, s + TEMPLATE_BOX)) for s, n in zip(start, shp))
+        vol[dst] += rotated[src].astype(np.float32)
+
+    particles = io.particles_frame(coords_arr, eulers)
+    return Phantom(vol.astype(np.float32), template, particles, membranes, float(voxel_size),
+                   np.array(beads).reshape(-1, 3), vesicles)
+
+
+# --------------------------------------------------------------------------------------------
+# tilt scheme and noise
+# --------------------------------------------------------------------------------------------
+def tilt_angles(tilt_range: Sequence[float] = DEFAULT_TILT_RANGE, tilt_step: float = DEFAULT_TILT_STEP) -> np.ndarray:
+    """Tilts ``min, min + step, …`` up to ``max`` (degrees, ascending); InputError if they make no sense."""
+    try:
+        lo, hi = (float(v) for v in tilt_range)
+    except (TypeError, ValueError):
+        raise InputError(f"tilt range must be two numbers MIN MAX in degrees, got {tilt_range}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi)) or not (-90.0 <= lo < hi <= 90.0):
+        raise InputError(f"tilt range {lo:g} {hi:g} makes no sense: need -90 <= MIN < MAX <= 90 degrees")
+    step = float(tilt_step)
+    if not (np.isfinite(step) and step > 0):
+        raise InputError(f"tilt step must be a positive number of degrees, got {tilt_step}")
+    n = int(math.floor((hi - lo) / step + 1e-9)) + 1
+    if n < 4:
+        raise InputError(f"tilt range {lo:g}..{hi:g} with step {step:g} gives {n} tilts; at least 4 are needed (2 per half set)")
+    return lo + step * np.arange(n)
+
+
+def electrons_per_pixel(dose: float, n_tilts: int, voxel_size: float) -> float:
+    """Expected electrons per detector pixel and tilt: ``dose / n_tilts · voxel_size²`` (dose in e/Å²)."""
+    return float(dose) / int(n_tilts) * float(voxel_size) ** 2
+
+
+def noisy_projections(projections: np.ndarray, lam: float, contrast: float, rng: np.random.Generator,
+                      noise: str = "poisson") -> np.ndarray:
+    """Measured projections ``(λ − counts) / (λ c)`` with counts ~ Poisson(λ (1 − c p)) (or Gaussian).
+
+    ``projections`` (n, Y, U) are line integrals ``p``; ``lam`` the expected electrons per pixel;
+    the expected image is clipped at 0 (an opaque object stops every electron).
+    """
+    expected = lam * np.clip(1.0 - contrast * projections.astype(np.float64), 0.0, None)
+    if noise == "poisson":
+        counts = rng.poisson(expected).astype(np.float64)
+    elif noise == "gaussian":
+        counts = expected + np.sqrt(expected) * rng.standard_normal(expected.shape)
+    else:
+        raise InputError(f"noise model must be 'poisson' or 'gaussian', got {noise!r}")
+    return ((lam - counts) / (lam * contrast)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# the whole dataset
+# --------------------------------------------------------------------------------------------
+def simulate_dataset(
+    out_dir: str | Path,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    voxel_size: float = DEFAULT_VOXEL_SIZE,
+    tilt_range: Sequence[float] = DEFAULT_TILT_RANGE,
+    tilt_step: float = DEFAULT_TILT_STEP,
+    dose: float = DEFAULT_DOSE,
+    split: str = "t2t",
+    seed: int = 0,
+    frames: int = DEFAULT_FRAMES,
+    noise: str = "poisson",
+    contrast: float = DEFAULT_CONTRAST,
+    signal: bool = True,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Path]:
+    """Simulate the benchmark into ``out_dir`` and return {name: path} of the files written.
+
+    Files: ``ground_truth.mrc`` (the phantom), ``full.mrc``, ``even.mrc``, ``odd.mrc`` (WBP tomograms,
+    same grid), ``tilts.tlt``, ``particles.star``, ``template.mrc``, ``membranes.mrc`` (0/1), every MRC
+    with ``voxel_size`` Å in its header. ``signal=False`` images an empty specimen (pure noise; the
+    truth, membranes and particle list are then empty). ``timings``, if given, receives seconds per
+    stage (phantom, projection, noise, backprojection_full/even/odd, write). All inputs are checked
+    before anything is computed or written.
+    """
+    shp = _check_shape(shape)
+    if not (np.isfinite(voxel_size) and voxel_size > 0):
+        raise InputError(f"voxel size must be a positive number of Å, got {voxel_size}")
+    angles = tilt_angles(tilt_range, tilt_step)
+    if not (np.isfinite(dose) and dose > 0):
+        raise InputError(f"dose must be a positive number of e/Å², got {dose}")
+    if split not in ("t2t", "f2f"):
+        raise InputError(f"split must be 't2t' or 'f2f', got {split!r}")
+    if int(frames) < 2:
+        raise InputError(f"F2F needs at least 2 frames per tilt, got {frames}")
+    if noise not in ("poisson", "gaussian"):
+        raise InputError(f"noise model must be 'poisson' or 'gaussian', got {noise!r}")
+    if not (np.isfinite(contrast) and contrast > 0):
+        raise InputError(f"contrast must be positive, got {contrast}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output folder {out} exists and is not a folder")
+    clock = timings if timings is not None else {}
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    phantom = make_phantom(shp, voxel_size, rng)
+    if not signal:
+        phantom = Phantom(np.zeros(shp, np.float32), phantom.template, io.particles_frame(np.zeros((0, 3))),
+                          np.zeros(shp, bool), float(voxel_size))
+    t1 = time.perf_counter()
+    clock["phantom"] = t1 - t0
+    if signal:
+        proj = project(torch.from_numpy(phantom.volume), angles, device=device, progress=progress).cpu().numpy()
+    else:
+        proj = np.zeros((len(angles), shp[1], shp[2]), np.float32)
+    t2 = time.perf_counter()
+    clock["projection"] = t2 - t1
+    lam = electrons_per_pixel(dose, len(angles), voxel_size)
+    if split == "t2t":
+        measured = noisy_projections(proj, lam, contrast, rng, noise)
+        clock["noise"] = time.perf_counter() - t2
+        tomos = reconstruct_t2t(measured, angles, shp[0], device=device, progress=progress, timings=clock)
+    else:
+        n_even = (int(frames) + 1) // 2
+        f_even = n_even / int(frames)
+        lam_e, lam_o = lam * f_even, lam * (1.0 - f_even)
+        even = noisy_projections(proj, lam_e, contrast, rng, noise)
+        odd = noisy_projections(proj, lam_o, contrast, rng, noise)
+        clock["noise"] = time.perf_counter() - t2
+        tomos = reconstruct_f2f(even, odd, angles, shp[0], even_fraction=f_even, device=device,
+                                progress=progress, timings=clock)
+
+    t3 = time.perf_counter()
+    paths = {name: out / f"{name}{_SUFFIX.get(name, '.mrc')}" for name in OUTPUT_FILES}
+    vs = float(voxel_size)
+    io.write_mrc(paths["ground_truth"], phantom.volume, vs)
+    for name in ("full", "even", "odd"):
+        io.write_mrc(paths[name], tomos[name], vs)
+    io.write_tlt(paths["tilts"], angles)
+    io.write_particles(paths["particles"], phantom.particles)
+    io.write_mrc(paths["template"], phantom.template, vs)
+    io.write_mrc(paths["membranes"], phantom.membranes.astype(np.float32), vs)
+    clock["write"] = time.perf_counter() - t3
+    return paths
