@@ -1,0 +1,40 @@
+"""``cryorestore reconstruct TILT_SERIES.mrc --angles TLT --out-dir DIR``: WBP full and half tomograms."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cryorestore import io, reconstruct
+from cryorestore.cli.common import add_device_option, positive, resolve_device
+
+NAME = "reconstruct"
+HELP = "weighted back-projection of a tilt series into full.mrc, even.mrc and odd.mrc (T2T or F2F half sets)"
+DESCRIPTION = (
+    "Reconstruct a tilt series (MRC stack of images (n, Y, X), tilt axis along Y, angles in degrees from an IMOD "
+    ".tlt file) by weighted back-projection into DIR/full.mrc and the half tomograms DIR/even.mrc and DIR/odd.mrc. "
+    "--split t2t: one image per angle, halves = even/odd images. --split f2f: the stack holds F >= 2 frames per "
+    "angle, tilt by tilt; halves = mean of even/odd frames of every tilt. The voxel size is the stack's pixel size."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("tilt_series", metavar="TILT_SERIES.mrc", help="aligned tilt series (or frame stack for f2f)")
+    p.add_argument("--angles", required=True, metavar="TLT", help="tilt angles in degrees, one per line (IMOD .tlt)")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for full.mrc, even.mrc, odd.mrc")
+    p.add_argument("--split", choices=("t2t", "f2f"), default="t2t", help="half sets (default: %(default)s)")
+    p.add_argument("--thickness", type=positive(int), metavar="N",
+                   help="tomogram thickness (Z) in voxels (default: a quarter of the image width X, at least 16)")
+    add_device_option(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    stack = io.read_mrc(args.tilt_series)
+    angles = io.read_tlt(args.angles)
+    device = resolve_device(args.device)
+    tomos = reconstruct.reconstruct_halves(stack.data, angles, split=args.split, thickness=args.thickness,
+                                           device=device, progress=sys.stderr.isatty())
+    for name in ("full", "even", "odd"):
+        path = io.write_mrc(f"{args.out_dir}/{name}.mrc", tomos[name], stack.voxel_size)
+        print(f"{name:<5s} {path}  shape {tomos[name].shape}")
+    return 0
