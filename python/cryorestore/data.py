@@ -6,10 +6,10 @@ Conventions: volumes are float32 (z, y, x); sizes and positions are in voxels.
   dataset (single-map mode: one box from one volume). Several datasets can be sampled at once.
 * Box centres are drawn uniformly at random (seeded) among voxels of the *sampling mask*: a centre is
   allowed where the whole box fits in the (padded) volume and where the local standard deviation
-  of the half-set mean, smoothed over a box-sized neighbourhood, is at or above the
-  ``min_std_percentile``-th percentile of that volume's local standard deviations. This skips flat
-  empty margins (e.g. the zero padding outside a reconstructed slab) but keeps every region with
-  structure or noise.
+  of the half-set mean over a (box/2)-wide neighbourhood is at or above the
+  ``min_std_percentile``-th percentile of that volume's local standard deviations and not flat
+  (above 1e-6 × their median). This skips flat empty margins (e.g. the zero padding outside a
+  reconstructed slab) but keeps every region with structure or noise.
 * A volume thinner than the box along an axis is reflect-padded to the box size along that axis.
 * Normalisation: one mean and standard deviation over all input volumes (all halves of all
   datasets); boxes are stored as ``(v − mean) / std`` and the statistics go into the model
@@ -98,7 +98,8 @@ def sampling_mask(volume: np.ndarray, box: int, min_std_percentile: float = 5.0)
         m2 = ndimage.uniform_filter(v * v, size=size, mode="reflect")
         local_std = np.sqrt(np.clip(m2 - m1 * m1, 0.0, None))
         thr = np.percentile(local_std[allowed], min_std_percentile)
-        keep = allowed & (local_std >= thr)
+        floor = 1e-6 * float(np.median(local_std[allowed])) if allowed.any() else 0.0
+        keep = allowed & (local_std >= thr) & (local_std > floor)
         if keep.any():
             allowed = keep
     return allowed

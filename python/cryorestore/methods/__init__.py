@@ -3,7 +3,7 @@
 Every method is a small class with the same interface, used by :mod:`cryorestore.train`:
 
 * ``extract_size(crop)``: box size (voxels) to cut from the tomograms for a training crop of
-  ``crop`` voxels (rotating methods need ``ceil(√2·crop)`` so rotated crops have no empty corners).
+  ``crop`` voxels (rotating methods need ``ceil(√3·crop) + 2`` so 3D-rotated crops have no empty corners).
 * ``paired``: whether the method needs even and odd half tomograms (``"required"``), can use them
   (``"optional"``), or uses one map.
 * ``make_batch(raw, rng) -> (input, target, ctx)``: ``raw`` is (B, C, E, E, E) on the training device

@@ -2,7 +2,8 @@
 
 Per sample, both halves' boxes ``a`` and ``b`` (which one is the input is chosen at random) are
 rotated by the same random 3D rotation R and centre-cropped to the training size, so the boxes are
-extracted at ``ceil(√2·crop)`` voxels and rotated crops have no empty corners. With M the original
+extracted at ``ceil(√3·crop) + 2`` voxels (≥ √2·crop; a cube's corners need √3 under 3D rotations)
+and rotated crops have no empty corners. With M the original
 missing wedge (tilt range about y) and R(M) the wedge of the rotated box (built analytically per
 rotation, never interpolated):
 
@@ -67,8 +68,13 @@ def rotate_and_crop(x: torch.Tensor, rot: torch.Tensor, size: int) -> torch.Tens
 
 
 def extract_size_for_rotation(crop: int) -> int:
-    """Smallest box whose rotations all contain a centred ``crop``-sized cube: ceil(√2·crop) (+ parity)."""
-    e = math.ceil(math.sqrt(2.0) * crop)
+    """Box edge (voxels) such that every 3D rotation of it still covers a centred ``crop``³ cube.
+
+    A cube's corners lie √3·crop/2 from its centre, so an arbitrary 3D rotation needs
+    ``ceil(√3·crop) + 2`` (one voxel of interpolation margin per side; ≥ the √2·crop that suffices
+    for rotations about one axis only), rounded up so that box and crop share their centre parity.
+    """
+    e = math.ceil(math.sqrt(3.0) * crop) + 2
     return e + ((e - crop) % 2)
 
 

@@ -14,7 +14,7 @@ from epoch ``noise_epochs[i]`` on, Gaussian noise filtered by M with standard de
 
 Joint even/odd mode (IsoNet2's n2n mode, chosen when both halves are given): the input comes from
 one half's filled box, the target from the other half's filled box (halves swapped at random).
-Boxes are extracted at ``ceil(√2·crop)`` and rotated/cropped on the training device.
+Boxes are extracted at ``ceil(√3·crop) + 2`` (see DeepDeWedge) and rotated/cropped on the training device.
 """
 
 from __future__ import annotations
