@@ -1,0 +1,118 @@
+#!/usr/bin/env nextflow
+/*
+ * cryorestore: restore noisy cryo-electron tomograms and measure what the restoration kept.
+ *
+ *   nextflow run main.nf -profile test                                  # simulated data, CPU, minutes
+ *   nextflow run main.nf -profile gpu,singularity --input sheet.csv     # a samplesheet on GPU nodes
+ *
+ * Chain: SAMPLESHEET_CHECK (or SIMULATE) -> RECONSTRUCT (tilt-series rows) -> TRAIN (one model per
+ * group) -> PREDICT (one task per tomogram) -> EVALUATE (per tomogram) -> REPORT (gather).
+ * Each process calls one `cryorestore` subcommand; all logic lives in the Python package.
+ */
+
+include { SAMPLESHEET_CHECK } from './modules/local/samplesheet_check'
+include { SIMULATE } from './modules/local/simulate'
+include { RECONSTRUCT } from './modules/local/reconstruct'
+include { TRAIN } from './modules/local/train'
+include { PREDICT } from './modules/local/predict'
+include { EVALUATE } from './modules/local/evaluate'
+include { REPORT } from './modules/local/report'
+
+/*
+ * One normalised samplesheet row -> [meta, row]. meta.group_size lets groupTuple release a group's
+ * TRAIN task as soon as all of its tomograms are ready instead of waiting for the whole sheet.
+ */
+def sheetRows(csv) {
+    def rows = csv.splitCsv(header: true)
+    def sizes = rows.countBy { row -> row.group ?: row.id }
+    return rows.collect { row ->
+        def group = row.group ?: row.id
+        def meta = [id: row.id, group: group, group_size: sizes[group], voxel_size: row.voxel_size ?: null]
+        [meta, row]
+    }
+}
+
+def optionalFile(text) {
+    return text ? file(text, checkIfExists: true) : []
+}
+
+workflow {
+    main:
+    ch_versions = channel.empty()
+
+    if (params.simulate) {
+        //
+        // Test data: sim_tomograms simulated tomograms in one training group (one shared model).
+        //
+        ch_sim = channel.of(1..params.sim_tomograms).map { i ->
+            [id: "sim${i}", group: 'sim', group_size: params.sim_tomograms, seed: params.sim_seed + i - 1]
+        }
+        SIMULATE(ch_sim)
+        ch_tomograms = SIMULATE.out.tomograms
+        ch_references = SIMULATE.out.truth
+        ch_versions = ch_versions.mix(SIMULATE.out.versions)
+    }
+    else {
+        if (!params.input) {
+            error("Give a samplesheet with --input sheet.csv (columns id,even,odd or id,tilt_series,angles), or use -profile test")
+        }
+        //
+        // The sheet is validated before anything runs: every later task depends on its checked copy.
+        //
+        SAMPLESHEET_CHECK(file(params.input, checkIfExists: true))
+        ch_versions = ch_versions.mix(SAMPLESHEET_CHECK.out.versions)
+        ch_rows = SAMPLESHEET_CHECK.out.csv.flatMap { csv -> sheetRows(csv) }
+        ch_branched = ch_rows.branch { _meta, row ->
+            tilt_series: row.tilt_series
+            halves: true
+        }
+        RECONSTRUCT(ch_branched.tilt_series.map { meta, row -> [meta, file(row.tilt_series, checkIfExists: true), file(row.angles, checkIfExists: true)] })
+        ch_versions = ch_versions.mix(RECONSTRUCT.out.versions)
+        ch_halves = ch_branched.halves.map { meta, row ->
+            [meta, optionalFile(row.full), file(row.even, checkIfExists: true), file(row.odd, checkIfExists: true)]
+        }
+        ch_tomograms = ch_halves.mix(RECONSTRUCT.out.tomograms)
+        ch_references = ch_rows.map { meta, row -> [meta, [], optionalFile(row.particles), optionalFile(row.template)] }
+    }
+
+    //
+    // TRAIN: gather each group's half tomograms (released as soon as the group is complete).
+    //
+    ch_train = ch_tomograms
+        .map { meta, _full, even, odd -> [groupKey(meta.group, meta.group_size), even, odd] }
+        .groupTuple()
+        .map { group, evens, odds -> [[id: group.toString(), tomograms: evens.size()], evens, odds] }
+    TRAIN(ch_train)
+    ch_versions = ch_versions.mix(TRAIN.out.versions)
+
+    //
+    // PREDICT: scatter, one task per tomogram, with its group's model.
+    //
+    ch_predict = ch_tomograms
+        .map { meta, _full, even, odd -> [meta.group, meta, even, odd] }
+        .combine(TRAIN.out.model.map { meta, model -> [meta.id, model] }, by: 0)
+        .map { _group, meta, even, odd, model -> [meta, model, even, odd] }
+    PREDICT(ch_predict)
+    ch_versions = ch_versions.mix(PREDICT.out.versions)
+
+    //
+    // EVALUATE: the raw map is the full tomogram when there is one, else the even half.
+    //
+    ch_evaluate = ch_tomograms
+        .map { meta, full, even, _odd -> [meta.id, meta, full ?: even] }
+        .join(PREDICT.out.restored.map { meta, restored -> [meta.id, restored] })
+        .join(ch_references.map { meta, truth, particles, template -> [meta.id, truth, particles, template] })
+        .map { _id, meta, raw, restored, truth, particles, template -> [meta, raw, restored, truth, particles, template] }
+    EVALUATE(ch_evaluate)
+    ch_versions = ch_versions.mix(EVALUATE.out.versions)
+
+    //
+    // REPORT: gather every evaluation.
+    //
+    REPORT(EVALUATE.out.results.map { _meta, results -> results }.collect())
+    ch_versions = ch_versions.mix(REPORT.out.versions)
+
+    ch_versions
+        .unique()
+        .collectFile(name: 'software_versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true, newLine: true)
+}

@@ -1,0 +1,39 @@
+/*
+ * SAMPLESHEET_CHECK: validate the samplesheet before anything else runs and write the normalised
+ * sheet (absolute local paths, group and voxel size filled in) that the workflow reads.
+ * Relative paths in the sheet are taken from the launch folder, as Nextflow's file() does.
+ */
+process SAMPLESHEET_CHECK {
+    tag "${samplesheet.name}"
+    label 'process_single'
+    publishDir "${params.outdir}/pipeline_info", mode: params.publish_dir_mode, saveAs: { fn -> fn == 'versions.yml' ? null : fn }
+
+    input:
+    path samplesheet
+
+    output:
+    path 'samplesheet.valid.csv', emit: csv
+    path 'versions.yml', emit: versions
+
+    script:
+    """
+    cryorestore samplesheet check ${samplesheet} \\
+        --base-dir ${workflow.launchDir} \\
+        --out samplesheet.valid.csv
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        cryorestore: \$(cryorestore --version | sed 's/^cryorestore //')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    cp ${samplesheet} samplesheet.valid.csv
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        cryorestore: stub
+    END_VERSIONS
+    """
+}
