@@ -5,16 +5,18 @@ TORCH_VERSION ?= 2.13.0
 DEMO_DIR ?= demo_run
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench clean help
+.PHONY: setup demo test test-all bench clean help container
 
 help:
 	@echo "make setup   install torch ($(TORCH_VERSION), CPU build unless one is present), the package and test tools"
 	@echo "make demo    simulate a dataset in $(DEMO_DIR)/ and report what restoration did"
 	@echo "make test    run the test suite (slow tests excluded; make test-all runs them too)"
+	@echo "make container  build the GPU container (apptainer/singularity .sif, else docker image $(IMAGE))"
 
 setup:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==$(TORCH_VERSION)"
 	$(PIP) install -e ".[dev]"
+	PYTHON="$(PYTHON)" bash tools/fetch_nf_lsp.sh || echo "make setup: Nextflow language server not fetched; tests/pipeline skips its lint test"
 
 demo:
 	$(PYTHON) -m cryorestore simulate $(DEMO_DIR)/data --shape 64 128 128 --seed 1
@@ -28,6 +30,20 @@ test-all:
 
 bench:
 	$(PYTHON) benchmarks/bench_simulate.py
+
+IMAGE ?= cryorestore:0.1.0
+SIF ?= containers/cryorestore.sif
+
+container:
+	@if command -v apptainer >/dev/null 2>&1; then \
+		echo "make container: building $(SIF) with apptainer"; apptainer build --force $(SIF) containers/cryorestore.def; \
+	elif command -v singularity >/dev/null 2>&1; then \
+		echo "make container: building $(SIF) with singularity"; singularity build --force $(SIF) containers/cryorestore.def; \
+	elif command -v docker >/dev/null 2>&1; then \
+		echo "make container: building image $(IMAGE) with docker"; docker build -f containers/Dockerfile -t $(IMAGE) .; \
+	else \
+		echo "make container: none of apptainer, singularity, docker is on PATH" >&2; exit 1; \
+	fi
 
 clean:
 	rm -rf $(DEMO_DIR) build *.egg-info python/*.egg-info .pytest_cache
