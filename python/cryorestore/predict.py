@@ -57,12 +57,9 @@ def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = N
 
 def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None, **kwargs) -> np.ndarray:
     """The restored map: the mean of the network's outputs over the method's prediction inputs."""
-    from cryorestore.methods import get_method
+    from cryorestore.methods import method_class
 
-    cfg = loaded.config
-    method = get_method(cfg["method"], loss=cfg.get("loss", "l2"), tilt_range=tuple(cfg.get("tilt_range", (-60, 60))),
-                        crop=cfg.get("subtomo_size", 64))
-    inputs = method.prediction_inputs(even, odd)
+    inputs = method_class(loaded.config["method"]).prediction_inputs(even, odd)
     acc = np.zeros(np.shape(even), dtype=np.float64)
     for v in inputs:
         acc += predict_volume(loaded, v, **kwargs)

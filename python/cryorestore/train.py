@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -189,8 +189,14 @@ def _run_epoch(model, method, data, filled, idx, batch_size, rng, device, config
     return total / max(count, 1)
 
 
-def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> TrainResult:
-    """Train ``config.method`` on the configured maps; write the model directory ``config.out``."""
+def train(config: TrainConfig, progress: bool = True, resume: bool = False,
+          on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train ``config.method`` on the configured maps; write the model directory ``config.out``.
+
+    ``resume`` continues from ``OUT/checkpoint.pt`` (same options required; ``epochs`` may grow, which
+    stretches the LR schedule from there on). ``on_epoch_end(epoch, record)`` is called after each
+    epoch's checkpoint is written (e.g. for logging, or to stop a run early by raising).
+    """
     from cryorestore.models import count_parameters
 
     config.validate()
@@ -288,6 +294,8 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False) -> T
         bar.set_postfix(train=f"{tl:.4g}", val=f"{vl:.4g}", best=best_epoch + 1)
         _save_checkpoint(ckpt_path, model, opt, sched, epoch, history, best_val, best_epoch, config,
                          train_f, val_f, elapsed0 + time.perf_counter() - t0)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, history[-1])
     seconds = elapsed0 + time.perf_counter() - t0
     return TrainResult(history, best_epoch, float(best_val), seconds, str(out), n_params)
 

@@ -25,18 +25,23 @@ from cryorestore.errors import InputError
 METHOD_NAMES = ("n2n", "deepdewedge", "isonet")
 
 
-def get_method(name: str, **options: Any):
-    """Build the method ``name`` (one of :data:`METHOD_NAMES`) with its options."""
+def method_class(name: str) -> type:
+    """The class implementing method ``name`` (one of :data:`METHOD_NAMES`)."""
     if name == "n2n":
         from cryorestore.methods.n2n import Noise2Noise
 
-        return Noise2Noise(**options)
+        return Noise2Noise
     if name == "deepdewedge":
         from cryorestore.methods.deepdewedge import DeepDeWedge
 
-        return DeepDeWedge(**options)
+        return DeepDeWedge
     if name == "isonet":
         from cryorestore.methods.isonet import IsoNet
 
-        return IsoNet(**options)
+        return IsoNet
     raise InputError(f"unknown method '{name}'; choose one of {', '.join(METHOD_NAMES)}")
+
+
+def get_method(name: str, **options: Any):
+    """Build the method ``name`` (one of :data:`METHOD_NAMES`) with its options."""
+    return method_class(name)(**options)

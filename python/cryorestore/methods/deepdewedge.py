@@ -162,6 +162,7 @@ class DeepDeWedge:
     def refill(self, model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor, batch_size: int = 8) -> None:
         refill_wedge(model, original, filled, self.tilt_range, batch_size)
 
-    def prediction_inputs(self, even: np.ndarray, odd: np.ndarray | None) -> Sequence[np.ndarray]:
+    @staticmethod
+    def prediction_inputs(even: np.ndarray, odd: np.ndarray | None) -> Sequence[np.ndarray]:
         """The mean of f(even) and f(odd); f(v) alone when only one volume is given."""
         return (even,) if odd is None else (even, odd)

@@ -102,6 +102,7 @@ class IsoNet:
     def refill(self, model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor, batch_size: int = 8) -> None:
         refill_wedge(model, original, filled, self.tilt_range, batch_size)
 
-    def prediction_inputs(self, even: np.ndarray, odd: np.ndarray | None) -> Sequence[np.ndarray]:
+    @staticmethod
+    def prediction_inputs(even: np.ndarray, odd: np.ndarray | None) -> Sequence[np.ndarray]:
         """f(v) of the single map, or the mean of f(even) and f(odd) in joint mode."""
         return (even,) if odd is None else (even, odd)

@@ -58,6 +58,7 @@ class Noise2Noise:
     def loss(self, pred: torch.Tensor, target: torch.Tensor, ctx: dict) -> torch.Tensor:
         return self.criterion(pred, target)
 
-    def prediction_inputs(self, even: np.ndarray, odd: np.ndarray | None) -> Sequence[np.ndarray]:
+    @staticmethod
+    def prediction_inputs(even: np.ndarray, odd: np.ndarray | None) -> Sequence[np.ndarray]:
         """cryoCARE: the mean of f(even) and f(odd); f(v) alone when only one volume is given."""
         return (even,) if odd is None else (even, odd)
