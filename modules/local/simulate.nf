@@ -26,7 +26,8 @@ process SIMULATE {
         --tilt-range ${params.tilt_min} ${params.tilt_max} \\
         --tilt-step ${params.sim_tilt_step} \\
         --split ${params.split} \\
-        --seed ${meta.seed}
+        --seed ${meta.seed} \\
+        --device cpu
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

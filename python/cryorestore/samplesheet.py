@@ -104,14 +104,12 @@ def _check_header(path: Path, header: list[str]) -> None:
         raise InputError(f"{path}: column(s) {', '.join(dup)} appear more than once in the header")
     if "id" not in header:
         raise InputError(f"{path}: the header has no 'id' column; it needs id,even,odd or id,tilt_series,angles")
-    has_halves = all(c in header for c in HALVES)
-    has_tilts = all(c in header for c in TILTS)
-    if not (has_halves or has_tilts):
-        raise InputError(f"{path}: the header needs the columns even,odd (half tomograms) or tilt_series,angles; got {','.join(header)}")
     for a, b in (HALVES, TILTS):
         if (a in header) != (b in header):
             have, miss = (a, b) if a in header else (b, a)
             raise InputError(f"{path}: the header has '{have}' but not '{miss}'; both are needed")
+    if not (all(c in header for c in HALVES) or all(c in header for c in TILTS)):
+        raise InputError(f"{path}: the header needs the columns even,odd (half tomograms) or tilt_series,angles; got {','.join(header)}")
 
 
 def _resolve(text: str, base_dir: Path) -> str:

@@ -1,0 +1,220 @@
+"""The Nextflow pipeline files are complete and consistent, checked without the Nextflow runtime.
+
+Every process is included and used, calls one ``cryorestore`` subcommand that exists with options that
+exist, has a stub that makes its outputs, publishes under params.outdir and emits versions.yml; every
+label is defined; params, schema and profiles agree; the container recipes build what they should.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import re
+
+import jsonschema
+import pytest
+
+import nf_files as nf
+from cryorestore.cli import build_parser
+
+ROOT = nf.ROOT
+PROCESSES = nf.all_processes()
+IDS = [p.name for p in PROCESSES]
+MAIN = (ROOT / "main.nf").read_text()
+CONFIG = ROOT / "nextflow.config"
+CONFIG_FILES = [CONFIG, *sorted((ROOT / "conf").glob("*.config"))]
+SCHEMA = json.loads((ROOT / "nextflow_schema.json").read_text())
+EXPECTED = {"SAMPLESHEET_CHECK", "SIMULATE", "RECONSTRUCT", "TRAIN", "PREDICT", "EVALUATE", "REPORT"}
+REQUIRED_PROFILES = {"standard", "test", "gpu", "singularity", "apptainer", "docker", "slurm"}
+
+
+def schema_properties() -> dict[str, dict]:
+    props: dict[str, dict] = dict(SCHEMA.get("properties", {}))
+    for group in SCHEMA.get("$defs", {}).values():
+        props.update(group.get("properties", {}))
+    return props
+
+
+def subparser(words: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The argparse parser of ``cryorestore WORDS...`` (descending into nested subcommands)."""
+    parser = build_parser()
+    path: list[str] = []
+    for w in words:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or w not in subs[0].choices:
+            break
+        parser = subs[0].choices[w]
+        path.append(w)
+    return parser, path
+
+
+def test_every_expected_process_exists_one_per_file():
+    assert set(IDS) >= EXPECTED, f"missing processes: {sorted(EXPECTED - set(IDS))}"
+    for f in sorted(nf.MODULES.glob("*.nf")):
+        names = [p.name for p in nf.read_process(f)]
+        assert len(names) == 1, f"{f.name} holds {names}; nf-core keeps one process per file"
+
+
+@pytest.mark.parametrize("proc", PROCESSES, ids=IDS)
+def test_process_included_and_used(proc):
+    stem = proc.path.stem
+    inc = re.search(rf"include\s*\{{\s*{proc.name}\s*\}}\s*from\s*['\"]\./modules/local/{stem}(\.nf)?['\"]", MAIN)
+    assert inc, f"main.nf does not include {proc.name} from ./modules/local/{stem}"
+    body = MAIN[MAIN.index("workflow {"):]
+    assert re.search(rf"\b{proc.name}\s*\(", body), f"main.nf includes {proc.name} but never calls it"
+
+
+@pytest.mark.parametrize("proc", PROCESSES, ids=IDS)
+def test_script_calls_existing_subcommand_and_options(proc):
+    words, options, ncalls = proc.command()
+    assert ncalls == 1, f"{proc.name}: script must call exactly one cryorestore subcommand, found {ncalls}"
+    parser, path = subparser(words)
+    assert path, f"{proc.name} calls `cryorestore {' '.join(words)}`, but cryorestore has no such subcommand yet"
+    assert path == words, f"{proc.name} calls `cryorestore {' '.join(words)}`, only `cryorestore {' '.join(path)}` exists"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*words, "--help"])
+    assert exc.value.code == 0, f"`cryorestore {' '.join(words)} --help` failed"
+    known = {s for a in parser._actions for s in a.option_strings}
+    missing = [o for o in options if o not in known]
+    assert not missing, (
+        f"{proc.name}: `cryorestore {' '.join(words)}` has no option(s) {', '.join(missing)} "
+        f"(see `cryorestore {' '.join(words)} --help`)"
+    )
+
+
+@pytest.mark.parametrize("proc", PROCESSES, ids=IDS)
+def test_process_has_stub_making_its_outputs(proc):
+    stub = proc.sections.get("stub")
+    assert stub and stub.strip(), f"{proc.name} has no stub: block"
+    for out in proc.output_paths():
+        name = out.replace("${meta.id}/", "")
+        if name == "${meta.id}":
+            assert "mkdir -p ${meta.id}" in stub, f"{proc.name}: stub does not create the folder {out}"
+            continue
+        assert name in stub, f"{proc.name}: stub does not create output {out}"
+
+
+@pytest.mark.parametrize("proc", PROCESSES, ids=IDS)
+def test_process_publishes_and_emits_versions(proc):
+    assert re.search(r"publishDir\s+\"\$\{params\.outdir\}/", proc.directives), \
+        f"{proc.name}: no publishDir under params.outdir"
+    assert re.search(r"path\s+'versions\.yml',\s*emit:\s*versions", proc.sections["output"]), \
+        f"{proc.name}: no `path 'versions.yml', emit: versions` output"
+    for sec in ("script", "stub"):
+        assert "> versions.yml" in proc.sections[sec], f"{proc.name}: {sec} does not write versions.yml"
+    assert "${task.cpus}" in proc.sections["script"] or "process_single" in proc.labels, \
+        f"{proc.name}: the script does not pass task.cpus on (OMP_NUM_THREADS)"
+
+
+@pytest.mark.parametrize("proc", PROCESSES, ids=IDS)
+def test_labels_defined_in_base_config(proc):
+    base = (ROOT / "conf" / "base.config").read_text()
+    defined = set(re.findall(r"withLabel:\s*['\"]([\w-]+)['\"]", base))
+    assert proc.labels, f"{proc.name} has no resource label"
+    for label in proc.labels:
+        assert label in defined, f"{proc.name} uses label '{label}', which conf/base.config does not define"
+
+
+def test_gpu_processes_take_the_device():
+    gpu = [p for p in PROCESSES if "process_gpu" in p.labels]
+    assert {"TRAIN", "PREDICT"} <= {p.name for p in gpu}
+    for p in gpu:
+        assert "--device ${params.device}" in p.sections["script"], f"{p.name}: GPU process must pass --device ${{params.device}}"
+    for p in PROCESSES:
+        if p not in gpu:
+            assert "${params.device}" not in p.sections["script"], f"{p.name} is not a GPU process but takes params.device"
+    gpu_conf = (ROOT / "conf" / "gpu.config").read_text()
+    assert re.search(r"device\s*=\s*'cuda'", gpu_conf) and re.search(r"accelerator\s*=\s*1", gpu_conf)
+    slurm = (ROOT / "conf" / "slurm.config").read_text()
+    assert "--gres=" in slurm and "executor = 'slurm'" in slurm and "params.slurm_queue" in slurm
+
+
+def test_base_config_retries_oom_with_more_memory():
+    base = nf.strip_comments((ROOT / "conf" / "base.config").read_text())
+    assert re.search(r"task\.exitStatus in \[137, 140\] \? 'retry'", base)
+    assert re.search(r"memory\s*=\s*\{[^}]*task\.attempt", base)
+    assert "resourceLimits" in base
+
+
+def test_profiles_exist_including_those_the_docs_name():
+    declared = nf.profiles(CONFIG)
+    assert REQUIRED_PROFILES <= declared, f"nextflow.config lacks profiles {sorted(REQUIRED_PROFILES - declared)}"
+    docs = [ROOT / "docs" / "running_at_scale.md", ROOT / "README.md"]
+    named: set[str] = set()
+    for d in docs:
+        if d.exists():
+            for m in re.finditer(r"-profile\s+([\w,]+)", d.read_text()):
+                named.update(m.group(1).split(","))
+    assert named, "docs/running_at_scale.md names no -profile"
+    assert named <= declared, f"the docs name profiles {sorted(named - declared)} that nextflow.config lacks"
+
+
+def test_params_match_schema_both_ways():
+    config = nf.config_params(CONFIG)
+    props = schema_properties()
+    assert set(config) - set(props) == set(), f"params missing from nextflow_schema.json: {sorted(set(config) - set(props))}"
+    assert set(props) - set(config) == set(), f"schema params missing from nextflow.config: {sorted(set(props) - set(config))}"
+    for cfg in CONFIG_FILES[1:]:
+        extra = set(nf.config_params(cfg)) - set(props)
+        assert not extra, f"{cfg.name} sets params {sorted(extra)} that nextflow_schema.json lacks"
+
+
+def test_every_param_used_is_declared():
+    config = set(nf.config_params(CONFIG))
+    for f in [ROOT / "main.nf", *sorted(nf.MODULES.glob("*.nf")), *CONFIG_FILES]:
+        undeclared = nf.params_used(f.read_text()) - config
+        assert not undeclared, f"{f.relative_to(ROOT)} uses params {sorted(undeclared)} not declared in nextflow.config"
+
+
+def _literal(text: str):
+    text = text.strip()
+    if text == "null":
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    if text[0] in "'\"":
+        return text[1:-1]
+    return float(text) if "." in text else int(text)
+
+
+def test_schema_is_valid_and_defaults_agree():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    props = schema_properties()
+    values = {}
+    for name, text in nf.config_params(CONFIG).items():
+        if "${" in text:  # profile overrides built from projectDir
+            continue
+        values[name] = _literal(text)
+        if values[name] is None:
+            assert "default" not in props[name], f"{name} is null in nextflow.config but has a schema default"
+            continue
+        assert props[name].get("default") == values[name], \
+            f"{name}: nextflow.config default {values[name]!r} != schema default {props[name].get('default')!r}"
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    errors = [e.message for e in validator.iter_errors({k: v for k, v in values.items() if v is not None})]
+    assert not errors, f"nextflow.config defaults break the schema: {errors}"
+    bad = {"method": "n2v", "split": "x2y", "epochs": 0, "sim_shape": "32,64"}
+    for k, v in bad.items():
+        assert list(validator.iter_errors({**values, k: v})), f"schema accepts {k}={v!r}"
+
+
+def test_test_profile_simulates_a_small_cpu_run():
+    test = nf.config_params(ROOT / "conf" / "test.config")
+    assert test["simulate"] == "true" and test["device"] == "'cpu'"
+    assert int(test["epochs"]) <= 5
+    shape = [int(v) for v in test["sim_shape"].strip("'").split(",")]
+    assert max(shape) <= 64
+
+
+@pytest.mark.parametrize("recipe", ["Dockerfile", "cryorestore.def"])
+def test_container_recipe_installs_package_for_gpu_archs(recipe):
+    text = (ROOT / "containers" / recipe).read_text()
+    assert re.search(r"cuda[\w.-]*devel", text), "base image must be a CUDA devel PyTorch image (nvcc for the extension)"
+    arch = re.search(r"TORCH_CUDA_ARCH_LIST=\"([^\"]+)\"", text)
+    assert arch and "8.0" in arch.group(1) and "9.0" in arch.group(1), "TORCH_CUDA_ARCH_LIST must name the architectures"
+    assert re.search(r"pip install --no-build-isolation (-e )?\.", text), "install the package against the image's torch"
+    assert "python -m cryorestore.native --build" in text
+    assert re.search(r"(RUN|%test\n)\s*cryorestore --help", text), "the build must run `cryorestore --help` as its check"

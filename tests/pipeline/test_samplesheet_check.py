@@ -1,0 +1,214 @@
+"""`cryorestore samplesheet check`: accepts good sheets, rejects bad rows with one clear line each and exit 2."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryorestore import io, samplesheet
+from cryorestore.cli import main
+
+ASSET = Path(__file__).resolve().parents[2] / "assets" / "samplesheet_test.csv"
+RNG = np.random.default_rng(7)
+
+
+def mrc(path: Path, voxel: float = 2.5, shape=(6, 8, 10)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io.write_mrc(path, RNG.standard_normal(shape).astype(np.float32), voxel)
+    return path
+
+
+def materialise(sheet: Path, base: Path, voxel: float = 2.5) -> None:
+    """Create every local file a sheet names (MRC with a random map, .tlt with angles)."""
+    with open(sheet, newline="") as fh:
+        for row in csv.DictReader(fh):
+            for col in ("even", "odd", "tilt_series", "full", "template"):
+                if row.get(col) and not samplesheet.is_url(row[col]):
+                    mrc(base / row[col], voxel)
+            if row.get("angles"):
+                io.write_tlt(base / row["angles"], np.arange(-60, 61, 20.0))
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, list[str], str]:
+    code = main(["samplesheet", "check", *argv])
+    captured = capsys.readouterr()
+    return code, [l for l in captured.err.splitlines() if l.strip()], captured.out
+
+
+@pytest.fixture
+def base(tmp_path):
+    shutil.copy(ASSET, tmp_path / "sheet.csv")
+    materialise(tmp_path / "sheet.csv", tmp_path)
+    return tmp_path
+
+
+def test_shipped_test_sheet_is_good_and_normalised(base, capsys):
+    out = base / "valid.csv"
+    code, err, stdout = run(capsys, str(base / "sheet.csv"), "--base-dir", str(base), "--out", str(out))
+    assert code == 0, err
+    assert "OK, 4 tomogram(s)" in stdout and "3 training group(s)" in stdout
+    rows = list(csv.DictReader(open(out)))
+    assert [r["id"] for r in rows] == ["TS_01", "TS_02", "TS_03", "TS_04"]
+    assert list(rows[0]) == list(samplesheet.VALID_COLUMNS)
+    assert [r["group"] for r in rows] == ["lamella_A", "lamella_A", "TS_03", "TS_04"]
+    assert [r["mode"] for r in rows] == ["halves"] * 3 + ["tilt_series"]
+    assert rows[0]["even"] == str((base / "data/TS_01_even.mrc").resolve())
+    assert rows[3]["angles"] == str((base / "data/TS_04.tlt").resolve()) and rows[3]["even"] == ""
+    assert all(float(r["voxel_size"]) == 2.5 for r in rows)  # read from the MRC headers
+
+
+def test_relative_paths_follow_the_current_folder_by_default(base, capsys, monkeypatch):
+    monkeypatch.chdir(base)
+    code, err, _ = run(capsys, "sheet.csv")
+    assert code == 0, err
+    monkeypatch.chdir(base / "data")
+    code, err, _ = run(capsys, str(base / "sheet.csv"))
+    assert code == 2 and len(err) == 5  # 4 rows with missing files + the summary line
+
+
+def test_urls_are_not_checked_but_local_files_are(tmp_path, capsys):
+    mrc(tmp_path / "a_odd.mrc")
+    sheet = write(tmp_path / "s.csv",
+                  "id,even,odd,voxel_size\n"
+                  "A,s3://bucket/run/a_even.mrc,a_odd.mrc,2.5\n"
+                  "B,https://host/b_even.mrc,http://host/b_odd.mrc,\n"
+                  "C,s3://bucket/c_even.mrc,c_odd.mrc,\n")
+    code, err, _ = run(capsys, str(sheet), "--base-dir", str(tmp_path))
+    assert code == 2
+    assert err[0] == f"s.csv line 4 (C): odd file {tmp_path.resolve() / 'c_odd.mrc'} does not exist"
+    assert err[-1].startswith("cryorestore samplesheet: error: 1 problem(s) in s.csv")
+
+
+def test_missing_file_duplicate_id_and_bad_values_one_line_per_row(base, capsys):
+    (base / "data/TS_02_odd.mrc").unlink()
+    sheet = write(base / "bad.csv",
+                  "id,even,odd,group,voxel_size\n"
+                  "TS_01,data/TS_01_even.mrc,data/TS_01_odd.mrc,,\n"
+                  "TS_02,data/TS_02_even.mrc,data/TS_02_odd.mrc,,\n"
+                  "TS_01,data/TS_03_even.mrc,data/TS_03_odd.mrc,,\n"
+                  "TS 4,data/TS_03_even.mrc,,,-1\n"
+                  "TS_05,data/TS_03_even.mrc,data/TS_03_odd.mrc,,\n"
+                  "TS_06,data/TS_03_even.mrc,data/TS_03_odd.tlt,,\n"
+                  "TS_07,data/TS_03_even.mrc\n")
+    code, err, _ = run(capsys, str(sheet), "--base-dir", str(base))
+    assert code == 2
+    assert len(err) == 6, err  # five bad rows + the summary
+    assert err[0] == f"bad.csv line 3 (TS_02): odd file {(base / 'data/TS_02_odd.mrc').resolve()} does not exist"
+    assert err[1] == "bad.csv line 4 (TS_01): id 'TS_01' is already used on line 2; ids must be unique"
+    assert "id 'TS 4' may hold only letters" in err[2] and "has only even" in err[2] and "voxel_size '-1'" in err[2]
+    assert err[3] == "bad.csv line 7 (TS_06): odd 'data/TS_03_odd.tlt' should end in .mrc/.rec/.st/.ali/.map/.mrcs"
+    assert err[4] == "bad.csv line 8: has 2 fields but the header has 5"
+    assert err[5] == "cryorestore samplesheet: error: 5 problem(s) in bad.csv; fix the row(s) above"
+
+
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        ("id,even,odd,colour", "unknown column(s) 'colour'; allowed: id, even, odd, tilt_series, angles"),
+        ("sample,even,odd", "unknown column(s) 'sample'"),
+        ("id,even,group", "the header has 'even' but not 'odd'; both are needed"),
+        ("id,tilt_series,group", "the header has 'tilt_series' but not 'angles'"),
+        ("id,group", "needs the columns even,odd (half tomograms) or tilt_series,angles"),
+        ("id,even,odd,even", "column(s) even appear more than once"),
+        ("even,odd", "the header has no 'id' column"),
+    ],
+)
+def test_bad_columns_rejected_with_one_line(tmp_path, capsys, header, expected):
+    sheet = write(tmp_path / "c.csv", header + "\nA,b,c\n")
+    code, err, _ = run(capsys, str(sheet))
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("cryorestore samplesheet: error: ") and expected in err[0]
+
+
+def test_empty_sheets_rejected(tmp_path, capsys):
+    assert run(capsys, str(write(tmp_path / "e.csv", "")))[0] == 2
+    code, err, _ = run(capsys, str(write(tmp_path / "h.csv", "id,even,odd\n")))
+    assert code == 2 and "no rows under the header" in err[0]
+    code, err, _ = run(capsys, str(tmp_path / "absent.csv"))
+    assert code == 2 and "does not exist" in err[0]
+
+
+def test_mixed_voxel_sizes_in_a_group_rejected(tmp_path, capsys):
+    for name, voxel in (("a", 2.5), ("b", 2.5), ("c", 3.1), ("d", 3.1)):
+        mrc(tmp_path / f"{name}_even.mrc", voxel)
+        mrc(tmp_path / f"{name}_odd.mrc", voxel)
+    sheet = write(tmp_path / "g.csv",
+                  "id,even,odd,group,voxel_size\n"
+                  "A,a_even.mrc,a_odd.mrc,g1,\n"
+                  "B,b_even.mrc,b_odd.mrc,g1,\n"
+                  "C,c_even.mrc,c_odd.mrc,g1,\n"
+                  "D,d_even.mrc,d_odd.mrc,,\n"           # its own group: 3.1 Å is fine
+                  "E,s3://x/e_even.mrc,s3://x/e_odd.mrc,g1,2.6\n")  # URL: voxel size from the column
+    code, err, _ = run(capsys, str(sheet), "--base-dir", str(tmp_path))
+    assert code == 2 and len(err) == 3, err
+    assert err[0] == ("g.csv line 4 (C): voxel size 3.1 Å differs from 2.5 Å of line 2 (A) in group 'g1'; "
+                      "a shared model needs one voxel size")
+    assert err[1].startswith("g.csv line 6 (E): voxel size 2.6 Å differs from 2.5 Å")
+
+
+def test_voxel_size_column_must_agree_with_header_and_halves_share_a_grid(tmp_path, capsys):
+    mrc(tmp_path / "e.mrc", 2.5)
+    mrc(tmp_path / "o.mrc", 2.5)
+    mrc(tmp_path / "o_small.mrc", 2.5, shape=(6, 8, 8))
+    mrc(tmp_path / "o_vox.mrc", 2.0)
+    sheet = write(tmp_path / "v.csv",
+                  "id,even,odd,voxel_size\n"
+                  "A,e.mrc,o.mrc,2.5\n"
+                  "B,e.mrc,o.mrc,5.0\n"
+                  "C,e.mrc,o_small.mrc,\n"
+                  "D,e.mrc,o_vox.mrc,\n")
+    code, err, _ = run(capsys, str(sheet), "--base-dir", str(tmp_path))
+    assert code == 2 and len(err) == 4, err
+    assert "voxel_size 5 Å disagrees with the even header (2.5 Å)" in err[0]
+    assert "odd has shape (6, 8, 8) but even has (6, 8, 10)" in err[1]
+    assert "odd has voxel size 2 Å but even has 2.5 Å" in err[2]
+
+
+def test_group_name_may_not_capture_an_ungrouped_id(tmp_path, capsys):
+    for n in "ab":
+        mrc(tmp_path / f"{n}_even.mrc")
+        mrc(tmp_path / f"{n}_odd.mrc")
+    sheet = write(tmp_path / "g.csv", "id,even,odd,group\nA,a_even.mrc,a_odd.mrc,\nB,b_even.mrc,b_odd.mrc,A\n")
+    code, err, _ = run(capsys, str(sheet), "--base-dir", str(tmp_path))
+    assert code == 2 and "id 'A' is also the group of other rows" in err[0]
+    write(sheet, "id,even,odd,group\nA,a_even.mrc,a_odd.mrc,A\nB,b_even.mrc,b_odd.mrc,A\n")
+    assert run(capsys, str(sheet), "--base-dir", str(tmp_path))[0] == 0
+
+
+def test_both_row_kinds_in_one_row_rejected_and_no_file_check(tmp_path, capsys):
+    sheet = write(tmp_path / "m.csv",
+                  "id,even,odd,tilt_series,angles\n"
+                  "A,a_e.mrc,a_o.mrc,a.st,a.tlt\n"
+                  "B,,,b.st,b.tlt\n")
+    code, err, _ = run(capsys, str(sheet), "--no-file-check")
+    assert code == 2 and len(err) == 2 and "fill either even,odd or tilt_series,angles, not both" in err[0]
+    write(sheet, "id,even,odd,tilt_series,angles\nB,,,b.st,b.tlt\n")
+    assert run(capsys, str(sheet), "--no-file-check")[0] == 0
+    assert run(capsys, str(sheet))[0] == 2
+
+
+def test_bad_row_writes_no_output(base, capsys):
+    out = base / "valid.csv"
+    (base / "data/TS_03_even.mrc").unlink()
+    assert run(capsys, str(base / "sheet.csv"), "--base-dir", str(base), "--out", str(out))[0] == 2
+    assert not out.exists()
+
+
+def test_command_line_exit_code(base):
+    (base / "data/TS_01_even.mrc").unlink()
+    proc = subprocess.run([sys.executable, "-m", "cryorestore", "samplesheet", "check", "sheet.csv"],
+                          cwd=base, capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("sheet.csv line 2 (TS_01): even file")
