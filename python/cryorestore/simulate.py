@@ -3,7 +3,7 @@
 Phantom (:func:`make_phantom`, deterministic given the random generator)
 -----------------------------------------------------------------------
 * copies of one asymmetric particle (:func:`make_template`: seven Gaussian blobs of different sizes and
-  densities, no rotation maps it onto itself, diameter ≈ 20 voxels, peak density 1) at random
+  densities, no rotation maps it onto itself, diameter ≈ 18 voxels, peak density 1) at random
   non-overlapping integer positions away from the margins, each rotated actively by
   ``A = geometry.euler_to_matrix(angles)`` with uniformly random orientations; listed in
   ``particles`` (``rlnCoordinateX/Y/Z`` in voxels, RELION ZYZ angles in degrees);
@@ -73,13 +73,13 @@ _SUFFIX = {"tilts": ".tlt", "particles": ".star"}
 
 # (dz, dy, dx) offset from the particle centre in voxels, Gaussian sigma in voxels, density
 _BLOBS = (
-    ((0.0, 0.0, 0.0), 3.2, 1.0),
-    ((4.0, -3.0, 2.0), 2.4, 0.9),
-    ((-3.0, 5.0, 1.0), 2.6, 0.8),
-    ((1.0, 2.0, -6.5), 1.9, 1.2),
-    ((-5.0, -4.0, -3.0), 1.6, 0.7),
-    ((6.0, 4.0, 5.0), 1.3, 1.0),
-    ((0.5, -7.5, 4.5), 1.7, 0.6),
+    ((0.0, 0.0, 0.0), 2.0, 0.6),
+    ((3.2, -2.4, 1.6), 2.2, 0.9),
+    ((-2.4, 4.0, 0.8), 2.3, 0.8),
+    ((0.8, 1.6, -5.2), 1.7, 1.2),
+    ((-4.0, -3.2, -2.4), 1.5, 0.7),
+    ((4.8, 3.2, 4.0), 1.2, 1.0),
+    ((0.4, -6.0, 3.6), 1.5, 0.6),
 )
 
 
@@ -135,7 +135,7 @@ def _shell(shape: tuple[int, int, int], centre: np.ndarray, radius: float, thick
 def _smooth_background(shape: tuple[int, int, int], rng: np.random.Generator, sigma: float = 4.0, std: float = 0.05) -> np.ndarray:
     """Gaussian white noise low-pass filtered (Gaussian, ``sigma`` voxels) and scaled to ``std``."""
     noise = rng.standard_normal(shape)
-    smooth = np.fft.irfftn(ndimage.fourier_gaussian(np.fft.rfftn(noise), sigma, n=shape[-1]), s=shape)
+    smooth = np.fft.irfftn(ndimage.fourier_gaussian(np.fft.rfftn(noise), sigma, n=shape[-1]), s=shape, axes=(0, 1, 2))
     return (smooth * (std / max(smooth.std(), 1e-12))).astype(np.float32)
 
 

@@ -1,0 +1,211 @@
+"""The synthetic benchmark: phantom layout, noise model, half sets, CLI outputs and errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from cryorestore import fourier, geometry, io, simulate
+from cryorestore.cli import main as cli_main
+from cryorestore.errors import InputError
+
+SMALL = (40, 64, 64)
+
+
+def fsc_curve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return fourier.fsc(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+
+
+def norm_corr(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+# --------------------------------------------------------------------------------------------
+# phantom
+# --------------------------------------------------------------------------------------------
+def test_template_is_asymmetric():
+    t = simulate.make_template().astype(np.float64)
+    assert t.shape == (32, 32, 32) and np.isclose(t.max(), 1.0)
+    # centred on voxel 16 (centre of mass within two voxels), density within the particle radius
+    grid = np.stack(np.meshgrid(*[np.arange(32)] * 3, indexing="ij"), axis=-1)
+    com = (grid * t[..., None]).sum(axis=(0, 1, 2)) / t.sum()
+    assert np.abs(com - 16).max() <= 2
+    dist = np.linalg.norm(grid - 16, axis=-1)
+    assert t[dist > simulate.PARTICLE_RADIUS].max() < 0.1
+    assert 16 <= 2 * dist[t > 0.1].max() <= 24  # diameter ≈ 16–24 voxels
+    # no rotation maps it onto itself: the 23 non-trivial axis permutations/flips of the cube and
+    # random rotations all decorrelate it
+    rots = [m for m in (Rotation.from_euler("zyx", np.deg2rad(a)).as_matrix()
+                        for a in itertools.product((0, 90, 180, 270), repeat=3)) if not np.allclose(m, np.eye(3))]
+    rots += list(Rotation.random(10, random_state=5).as_matrix())
+    best = max(norm_corr(t, geometry.rotate_volume(t, r, order=1)) for r in rots)
+    assert best < 0.85
+    # a mirror image is also different (the particle is chiral)
+    assert norm_corr(t, t[::-1].copy()) < 0.8
+
+
+def test_phantom_layout_and_reproducibility():
+    shape, voxel = (48, 96, 96), 10.0
+    ph = simulate.make_phantom(shape, voxel, np.random.default_rng(7))
+    again = simulate.make_phantom(shape, voxel, np.random.default_rng(7))
+    other = simulate.make_phantom(shape, voxel, np.random.default_rng(8))
+    assert np.array_equal(ph.volume, again.volume) and ph.particles.equals(again.particles)
+    assert not np.array_equal(ph.volume, other.volume)
+    assert ph.volume.shape == shape and ph.volume.dtype == np.float32 and np.isfinite(ph.volume).all()
+    assert ph.membranes.dtype == bool and ph.membranes.shape == shape and ph.membranes.any()
+
+    coords, eulers = io.particle_arrays(ph.particles)
+    assert len(coords) >= 3
+    r = simulate.PARTICLE_RADIUS
+    assert (coords >= r).all() and (coords <= np.array(shape) - 1 - r).all()
+    d = np.linalg.norm(coords[:, None] - coords[None], axis=-1) + np.eye(len(coords)) * 1e9
+    assert d.min() >= 2 * r
+    # every copy is the template rotated actively by A = euler_to_matrix(angles), centred at the coordinate
+    h = simulate.TEMPLATE_BOX // 2
+    for p, ang in zip(coords.astype(int), eulers):
+        box = ph.volume[tuple(slice(c - r, c + r + 1) for c in p)]
+        ref = geometry.rotate_volume(ph.template, geometry.xyz_to_zyx(geometry.euler_to_matrix(ang)), order=1)
+        ref = ref[tuple(slice(h - r, h + r + 1) for _ in p)]
+        wrong = geometry.rotate_volume(ph.template, geometry.xyz_to_zyx(geometry.euler_to_matrix(ang + [0, 0, 90])), order=1)
+        wrong = wrong[tuple(slice(h - r, h + r + 1) for _ in p)]
+        assert norm_corr(box, ref) > 0.8  # the weak background and nearby membranes also fall in the box
+        assert norm_corr(box, ref) > norm_corr(box, wrong) + 0.1
+    # membranes: the shell thickness is 40 Å → 4 voxels at 10 Å; the mask lies where the phantom has density
+    for centre, radius in ph.vesicles:
+        assert 6 <= radius <= 35
+    assert ph.volume[ph.membranes].mean() > ph.volume[~ph.membranes].mean() + 0.3
+    assert not ph.membranes[tuple(coords.astype(int).T)].any()
+    # gold beads are the densest objects
+    for b in ph.beads:
+        assert ph.volume[tuple(np.round(b).astype(int))] > 2.5
+
+
+def test_membrane_thickness_follows_voxel_size():
+    a = simulate.make_phantom((48, 96, 96), 10.0, np.random.default_rng(1))
+    b = simulate.make_phantom((48, 96, 96), 5.0, np.random.default_rng(1))
+    # 40 Å is 4 voxels at 10 Å and 8 voxels at 5 Å: about twice the mask volume per shell area
+    ra = a.membranes.sum() / sum(r**2 for _, r in a.vesicles)
+    rb = b.membranes.sum() / sum(r**2 for _, r in b.vesicles)
+    assert 1.6 < rb / ra < 2.4
+
+
+# --------------------------------------------------------------------------------------------
+# noise model
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("noise", ["poisson", "gaussian"])
+def test_noise_is_unbiased_with_shot_noise_variance(noise):
+    rng = np.random.default_rng(3)
+    p = np.full((4, 100, 100), 12.0, np.float32)
+    p[2:] = 3.0
+    lam, c = 250.0, 0.01
+    meas = simulate.noisy_projections(p, lam, c, rng, noise)
+    for sl, val in ((slice(0, 2), 12.0), (slice(2, 4), 3.0)):
+        expected_var = lam * (1 - c * val) / (lam * c) ** 2  # Poisson variance of the counts, rescaled
+        m = meas[sl].astype(np.float64)
+        assert abs(m.mean() - val) < 4 * np.sqrt(expected_var / m.size)
+        assert abs(m.var() / expected_var - 1) < 0.03
+
+
+def test_tilt_angles_and_dose():
+    a = simulate.tilt_angles((-60, 60), 3)
+    assert len(a) == 41 and a[0] == -60 and a[-1] == 60
+    assert np.allclose(simulate.tilt_angles((-50, 52), 7), np.arange(-50, 52.1, 7))
+    assert simulate.electrons_per_pixel(123.0, 41, 10.0) == pytest.approx(300.0)
+    for bad in ((60, -60), (-100, 60), (np.nan, 10)):
+        with pytest.raises(InputError, match="makes no sense"):
+            simulate.tilt_angles(bad, 3)
+    with pytest.raises(InputError, match="at least 4"):
+        simulate.tilt_angles((-3, 3), 3)
+
+
+# --------------------------------------------------------------------------------------------
+# half sets
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("split", ["t2t", "f2f"])
+def test_pure_noise_halves_are_independent(tmp_path, split):
+    paths = simulate.simulate_dataset(tmp_path, shape=SMALL, split=split, seed=2, signal=False, frames=4)
+    even, odd = io.read_mrc(paths["even"]).data, io.read_mrc(paths["odd"]).data
+    assert even.std() > 0 and odd.std() > 0
+    curve = fsc_curve(even, odd)
+    # shells 1–2 hold only a handful of effectively independent coefficients, so they scatter widely;
+    # from shell 3 on the noise FSC stays within a few 1/sqrt(n) of 0 (a real dataset gives > 0.9 there)
+    assert abs(curve[1:].mean()) < 0.05 and np.abs(curve[3:]).max() < 0.25, curve
+    assert not io.read_mrc(paths["ground_truth"]).data.any()
+
+
+def test_real_simulation_full_beats_half(tmp_path):
+    paths = simulate.simulate_dataset(tmp_path, shape=SMALL, seed=4)
+    truth = io.read_mrc(paths["ground_truth"]).data
+    full, even, odd = (io.read_mrc(paths[k]).data for k in ("full", "even", "odd"))
+    freqs = fourier.shell_frequencies(SMALL)
+    mid = (freqs >= 0.075) & (freqs <= 0.2)  # below, both are limited by the wedge, not by the noise
+    c_full, c_even, c_odd = fsc_curve(full, truth), fsc_curve(even, truth), fsc_curve(odd, truth)
+    assert (c_full[mid] > c_even[mid]).all() and (c_full[mid] > c_odd[mid]).all()
+    assert c_full[1] > 0.5  # the phantom is clearly visible at low resolution
+    # T2T halves share the signal: their FSC is high at low frequency
+    assert fsc_curve(even, odd)[1] > 0.5
+
+
+def test_f2f_full_is_dose_weighted_sum_of_halves(tmp_path):
+    paths = simulate.simulate_dataset(tmp_path, shape=SMALL, split="f2f", frames=5, seed=6)
+    full, even, odd = (io.read_mrc(paths[k]).data for k in ("full", "even", "odd"))
+    assert np.allclose(full, 0.6 * even + 0.4 * odd, atol=1e-4 * np.abs(full).max())
+    truth = io.read_mrc(paths["ground_truth"]).data
+    mid = (fourier.shell_frequencies(SMALL) >= 0.075) & (fourier.shell_frequencies(SMALL) <= 0.2)
+    assert (fsc_curve(full, truth)[mid] > fsc_curve(odd, truth)[mid]).all()
+
+
+def test_same_seed_same_dataset(tmp_path):
+    kw = dict(shape=(32, 48, 48), seed=11, tilt_step=6.0)
+    a = simulate.simulate_dataset(tmp_path / "a", **kw)
+    b = simulate.simulate_dataset(tmp_path / "b", **kw)
+    for name in ("ground_truth", "full", "even", "membranes"):
+        assert np.array_equal(io.read_mrc(a[name]).data, io.read_mrc(b[name]).data)
+    assert a["particles"].read_text().split("\n", 2)[2] == b["particles"].read_text().split("\n", 2)[2]
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def test_cli_simulate_writes_design_outputs(tmp_path, cli):
+    out = tmp_path / "D"
+    res = cli("simulate", out, "--shape", "48", "96", "96", "--seed", "3", "--voxel-size", "8.5", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    names = {"ground_truth.mrc", "full.mrc", "even.mrc", "odd.mrc", "tilts.tlt", "particles.star", "template.mrc", "membranes.mrc"}
+    assert {p.name for p in out.iterdir()} == names
+    for name in ("ground_truth", "full", "even", "odd", "membranes"):
+        vol = io.read_mrc(out / f"{name}.mrc")
+        assert vol.shape == (48, 96, 96) and vol.voxel_size == pytest.approx(8.5)
+    assert io.read_mrc(out / "template.mrc").voxel_size == pytest.approx(8.5)
+    assert set(np.unique(io.read_mrc(out / "membranes.mrc").data)) <= {0.0, 1.0}
+    assert np.allclose(io.read_tlt(out / "tilts.tlt"), np.arange(-60, 60.1, 3))
+    df = io.read_particles(out / "particles.star")
+    assert len(df) >= 1 and {"rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"} <= set(df.columns)
+
+
+def _assert_clean_failure(capsys, argv, out, match):
+    """Run the CLI in-process (the subprocess entry point is covered above) and check a clean exit 2."""
+    rc = cli_main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and match in lines[0], err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_simulate_bad_input(tmp_path, capsys):
+    out = tmp_path / "D"
+    _assert_clean_failure(capsys, ["simulate", out, "--tilt-range", "60", "-60"], out, "makes no sense")
+    _assert_clean_failure(capsys, ["simulate", out, "--tilt-range", "-60", "100"], out, "makes no sense")
+    _assert_clean_failure(capsys, ["simulate", out, "--tilt-step", "50"], out, "at least 4")
+    _assert_clean_failure(capsys, ["simulate", out, "--shape", "8", "96", "96"], out, "too small")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _assert_clean_failure(capsys, ["simulate", blocker, "--shape", "32", "32", "32"], tmp_path / "nothing", "not a folder")
+    assert blocker.read_text() == "x"
