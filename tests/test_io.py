@@ -107,3 +107,13 @@ def test_star_errors(tmp_path):
         io.read_particles(p)
     with pytest.raises(InputError, match="does not exist"):
         io.read_particles(tmp_path / "missing.star")
+
+
+def test_written_files_get_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    p = io.write_text(tmp_path / "x.txt", "hi")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask
