@@ -218,3 +218,13 @@ def test_container_recipe_installs_package_for_gpu_archs(recipe):
     assert re.search(r"pip install --no-build-isolation (-e )?\.", text), "install the package against the image's torch"
     assert "python -m cryorestore.native --build" in text
     assert re.search(r"(RUN|%test\n)\s*cryorestore --help", text), "the build must run `cryorestore --help` as its check"
+
+
+def test_docs_commands_use_existing_params():
+    """Every `--name` in a `nextflow run` command of the docs is a pipeline param (Nextflow's own take one dash)."""
+    text = (ROOT / "docs" / "running_at_scale.md").read_text().replace("\\\n", " ")
+    commands = re.findall(r"nextflow run main\.nf[^\n`]*", text)
+    assert len(commands) >= 5
+    props = schema_properties()
+    used = {m for c in commands for m in re.findall(r"\s--(\w+)", c)}
+    assert used and used <= set(props), f"docs pass unknown params: {sorted(used - set(props))}"
