@@ -32,6 +32,22 @@ def sheetRows(csv) {
     }
 }
 
+/*
+ * The local files a raw samplesheet names (relative paths from the launch folder), for staging into
+ * SAMPLESHEET_CHECK: staged inputs are mounted into the container, so the check can open them.
+ * URLs and missing files are left out (the check reports missing ones).
+ */
+def localFiles(sheet) {
+    def columns = ['even', 'odd', 'tilt_series', 'angles', 'full', 'particles', 'template']
+    return sheet.splitCsv(header: true).collectMany { row ->
+        columns
+            .collect { col -> row[col]?.trim() }
+            .findAll { text -> text && !text.contains('://') }
+            .collect { text -> file(text) }
+            .findAll { f -> f.exists() }
+    }
+}
+
 def optionalFile(text) {
     return text ? file(text, checkIfExists: true) : []
 }
@@ -59,7 +75,8 @@ workflow {
         //
         // The sheet is validated before anything runs: every later task depends on its checked copy.
         //
-        SAMPLESHEET_CHECK(file(params.input, checkIfExists: true))
+        ch_sheet = channel.fromPath(params.input, checkIfExists: true)
+        SAMPLESHEET_CHECK(ch_sheet, ch_sheet.map { sheet -> localFiles(sheet) })
         ch_versions = ch_versions.mix(SAMPLESHEET_CHECK.out.versions)
         ch_rows = SAMPLESHEET_CHECK.out.csv.flatMap { csv -> sheetRows(csv) }
         ch_branched = ch_rows.branch { _meta, row ->
@@ -113,6 +130,7 @@ workflow {
     ch_versions = ch_versions.mix(REPORT.out.versions)
 
     ch_versions
+        .map { f -> f.text.trim() }
         .unique()
         .collectFile(name: 'software_versions.yml', storeDir: "${params.outdir}/pipeline_info", sort: true, newLine: true)
 }

@@ -1,7 +1,9 @@
 /*
  * SAMPLESHEET_CHECK: validate the samplesheet before anything else runs and write the normalised
  * sheet (absolute local paths, group and voxel size filled in) that the workflow reads.
- * Relative paths in the sheet are taken from the launch folder, as Nextflow's file() does.
+ * Relative paths in the sheet are taken from the launch folder, as Nextflow's file() does. The local
+ * files the sheet names arrive as `data` only so that the container sees them (staged inputs are
+ * mounted); the check reads them through the paths written in the sheet.
  */
 process SAMPLESHEET_CHECK {
     tag "${samplesheet.name}"
@@ -10,6 +12,7 @@ process SAMPLESHEET_CHECK {
 
     input:
     path samplesheet
+    path data, stageAs: 'data*/*'
 
     output:
     path 'samplesheet.valid.csv', emit: csv

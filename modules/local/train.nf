@@ -9,7 +9,7 @@ process TRAIN {
     publishDir "${params.outdir}/models", mode: params.publish_dir_mode, saveAs: { fn -> fn == 'versions.yml' ? null : fn }
 
     input:
-    tuple val(meta), path(evens, stageAs: 'even?/*'), path(odds, stageAs: 'odd?/*')
+    tuple val(meta), path(evens, stageAs: 'even*/*'), path(odds, stageAs: 'odd*/*')
 
     output:
     tuple val(meta), path("${meta.id}"), emit: model
