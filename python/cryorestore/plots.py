@@ -1,0 +1,131 @@
+"""PNG figures (matplotlib, Agg backend): orthoslices, Fourier log-magnitude slices, FSC, PR curves,
+score histograms. Every function writes one PNG atomically and returns its path.
+
+Maps are (z, y, x); the XY slice is the central z plane, XZ the central y plane (z vertical), YZ the
+central x plane. Fourier slices show ``log(1 + |F|)`` of the fftshifted spectrum through the origin;
+the missing wedge appears as two empty sectors in the XZ (kx, kz) slice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cryorestore import io  # noqa: E402
+
+
+def _save(fig, path: io.PathLike) -> Path:
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def _central(vol: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    z, y, x = (n // 2 for n in vol.shape)
+    return vol[z], vol[:, y, :], vol[:, :, x]
+
+
+def _limits(a: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(a, [1, 99])
+    return (float(lo), float(hi)) if hi > lo else (float(a.min()), float(a.max()) + 1e-12)
+
+
+def orthoslices(maps: Mapping[str, np.ndarray], path: io.PathLike, title: str | None = None) -> Path:
+    """Central XY, XZ, YZ slices of each map, one row per map (grey levels from its 1–99th percentile)."""
+    names = list(maps)
+    fig, axes = plt.subplots(len(names), 3, figsize=(11, 2.8 * len(names)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 0.6]})
+    for r, name in enumerate(names):
+        vol = np.asarray(maps[name], dtype=np.float32)
+        vmin, vmax = _limits(vol)
+        for c, (img, lab) in enumerate(zip(_central(vol), ("XY", "XZ", "YZ"))):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest")
+            ax.set_title(f"{name} {lab}", fontsize=9)
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def fourier_slices(maps: Mapping[str, np.ndarray], path: io.PathLike) -> Path:
+    """log(1 + |F|) central slices (fftshifted): XY (kz = 0), XZ (ky = 0: the wedge), YZ (kx = 0)."""
+    names = list(maps)
+    fig, axes = plt.subplots(len(names), 3, figsize=(10, 3.2 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        spec = np.log1p(np.abs(np.fft.fftshift(np.fft.fftn(np.asarray(maps[name], dtype=np.float64)))))
+        for c, (img, lab) in enumerate(zip(_central(spec), ("kx-ky", "kx-kz", "ky-kz"))):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="viridis", origin="lower", aspect="auto", vmin=float(np.percentile(img, 1)),
+                      vmax=float(np.percentile(img, 99.9)))
+            ax.set_title(f"{name} {lab}", fontsize=9)
+            ax.axis("off")
+    return _save(fig, path)
+
+
+def fsc_plot(frequencies: Sequence[float], curves: Mapping[str, Sequence[float]], path: io.PathLike,
+             voxel_size: float | None = None, title: str = "Fourier shell correlation") -> Path:
+    """FSC curves over frequency (cycles/voxel) with the 0.5 and 0.143 thresholds."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    f = np.asarray(frequencies, dtype=float)
+    for name, c in curves.items():
+        ax.plot(f, np.asarray(c, dtype=float), label=name)
+    for t in (0.5, 0.143):
+        ax.axhline(t, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("spatial frequency (cycles/voxel)" + (f"; voxel {voxel_size:g} Å" if voxel_size else ""))
+    ax.set_ylabel("FSC")
+    ax.set_ylim(-0.1, 1.05)
+    ax.set_xlim(0, 0.5)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def pr_plot(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: io.PathLike,
+            title: str = "Template matching: precision-recall") -> Path:
+    """Precision (y) over recall (x), one step curve per name: ``{name: (recall, precision)}``."""
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for name, (rec, prec) in curves.items():
+        ax.step(np.concatenate([[0.0], np.asarray(rec, float)]), np.concatenate([[1.0], np.asarray(prec, float)]),
+                where="post", label=name)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def score_histogram(scores: Mapping[str, Sequence[float]], path: io.PathLike,
+                    title: str = "Peak scores (NCC)") -> Path:
+    """Histograms of peak scores, one per name (true/false positives, raw/restored, …)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, s in scores.items():
+        arr = np.asarray(s, dtype=float)
+        if arr.size:
+            ax.hist(arr, bins=30, alpha=0.6, label=f"{name} (n={arr.size})")
+    ax.set_xlabel("score")
+    ax.set_ylabel("count")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def f1_plot(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: io.PathLike) -> Path:
+    """F1 over score threshold: ``{name: (thresholds, f1)}``."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, (thr, f1) in curves.items():
+        ax.plot(np.asarray(thr, float), np.asarray(f1, float), label=name)
+    ax.set_xlabel("score threshold")
+    ax.set_ylabel("F1")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

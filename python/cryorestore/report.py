@@ -1,0 +1,156 @@
+"""Gather one or many run directories into a single self-contained ``report.html``.
+
+A run directory is what ``denoise --out-dir`` writes (``restored.mrc``, ``metrics.json`` with the raw
+map's path under ``inputs``, ``model/``), optionally with ``match/``, ``average/``, ``segment/``,
+``figures/`` sub-folders from the other commands. Every ``metrics.json`` found (the run's own and one
+level of sub-folders) becomes rows of one table (runs as columns; nested keys joined with ``.``; lists
+are left out); every PNG below the run directory is inlined as base64. When a run has ``restored.mrc``
+but no orthoslice figure, orthoslices and Fourier slices of the raw (if its path resolves) and restored
+maps are drawn on the fly. The HTML references no external file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryorestore import io
+from cryorestore.errors import InputError
+
+
+@dataclass
+class Run:
+    """What one run directory holds: name, flattened scalar metrics, PNG images (caption → bytes)."""
+
+    name: str
+    path: Path
+    metrics: dict[str, object] = field(default_factory=dict)
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def flatten(doc: object, prefix: str = "") -> dict[str, object]:
+    """Scalars (numbers, booleans, short strings) of a JSON document with dotted keys; lists dropped."""
+    out: dict[str, object] = {}
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                # a top-level "metrics" block is the main table: do not prefix its keys
+                out.update(flatten(v, "" if (k == "metrics" and not prefix) else f"{key}."))
+            elif isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) < 200) or v is None:
+                out[key] = v
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} is not valid JSON ({type(exc).__name__}); re-run the command that wrote it") from None
+    return doc if isinstance(doc, dict) else {}
+
+
+def _resolve(path_text: object, run_dir: Path) -> Path | None:
+    if not isinstance(path_text, str) or not path_text:
+        return None
+    for cand in (Path(path_text), run_dir / path_text, Path.cwd() / path_text):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _raw_map(doc: dict, run_dir: Path):
+    """The raw map named in metrics.json ``inputs`` (raw, or the mean of even and odd), or None."""
+    import numpy as np
+
+    inputs = doc.get("inputs", {}) if isinstance(doc.get("inputs"), dict) else {}
+    p = _resolve(inputs.get("raw"), run_dir)
+    if p is not None:
+        return io.read_mrc(p).data
+    even, odd = _resolve(inputs.get("even"), run_dir), _resolve(inputs.get("odd"), run_dir)
+    if even is not None and odd is not None:
+        return 0.5 * (io.read_mrc(even).data + io.read_mrc(odd).data).astype(np.float32)
+    return None
+
+
+def collect_run(run_dir: str | Path) -> Run:
+    """Read metrics and images of one run directory (see module docstring)."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise InputError(f"run directory {d} does not exist")
+    run = Run(d.name or str(d), d)
+    top = d / "metrics.json"
+    doc = _read_json(top) if top.is_file() else {}
+    run.metrics.update(flatten(doc))
+    for sub in sorted(p for p in d.iterdir() if p.is_dir()):
+        mj = sub / "metrics.json"
+        if mj.is_file():
+            run.metrics.update(flatten(_read_json(mj), f"{sub.name}."))
+    for png in sorted(d.rglob("*.png")):
+        run.images[str(png.relative_to(d))] = png.read_bytes()
+    restored = d / "restored.mrc"
+    if restored.is_file() and not any("orthoslices" in k for k in run.images):
+        from cryorestore import plots
+
+        maps = {}
+        raw = _raw_map(doc, d)
+        if raw is not None:
+            maps["raw"] = raw
+        maps["restored"] = io.read_mrc(restored).data
+        with tempfile.TemporaryDirectory() as tmp:
+            plots.orthoslices(maps, Path(tmp) / "o.png")
+            plots.fourier_slices(maps, Path(tmp) / "f.png")
+            run.images["orthoslices (drawn by report)"] = (Path(tmp) / "o.png").read_bytes()
+            run.images["Fourier log-magnitude slices (drawn by report)"] = (Path(tmp) / "f.png").read_bytes()
+    if not run.metrics and not run.images:
+        raise InputError(f"{d} holds no metrics.json and no figures; is it a run directory?")
+    return run
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, bool) or v is None:
+        return html.escape(str(v))
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def build_html(runs: list[Run], title: str = "cryorestore report") -> str:
+    """The report as one HTML string with inlined PNGs."""
+    keys: list[str] = []
+    for r in runs:
+        keys.extend(k for k in r.metrics if k not in keys)
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:2px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
+        "img{max-width:100%;border:1px solid #ddd;margin:4px 0}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        "<h2>Metrics</h2><table><tr><th>metric</th>" + "".join(f"<th>{html.escape(r.name)}</th>" for r in runs) + "</tr>",
+    ]
+    for k in keys:
+        parts.append(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{_fmt(r.metrics.get(k, ''))}</td>" for r in runs) + "</tr>")
+    parts.append("</table>")
+    for r in runs:
+        parts.append(f"<h2>Run {html.escape(r.name)}</h2><p>{html.escape(str(r.path))}</p>")
+        for caption, data in r.images.items():
+            b64 = base64.b64encode(data).decode("ascii")
+            parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{b64}'>"
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """Collect ``run_dirs`` and write the HTML report to ``out`` atomically."""
+    runs = [collect_run(d) for d in run_dirs]
+    names = [r.name for r in runs]
+    for i, r in enumerate(runs):  # disambiguate equal folder names
+        if names.count(r.name) > 1:
+            r.name = str(r.path)
+    return io.write_text(out, build_html(runs))
