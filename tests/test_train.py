@@ -14,7 +14,7 @@ from cryorestore.modeldir import load_model_dir, save_model_dir
 from cryorestore.predict import predict_volume, restore
 from cryorestore.train import CHECKPOINT, TrainConfig, train
 
-TINY = {"channels": 4, "depth": 2}
+TINY = {"base_channels": 4, "depth": 2, "convs_per_block": 1}
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_denoise_cli_end_to_end(dataset, tmp_path, capsys):
     rc = main(["denoise", "--even", str(dataset / "even.mrc"), "--odd", str(dataset / "odd.mrc"), "--raw",
                str(dataset / "full.mrc"), "--truth", str(dataset / "ground_truth.mrc"), "--out-dir", str(out),
                "--epochs", "1", "--subtomo-size", "16", "--n-subtomos", "12", "--batch-size", "4", "--device", "cpu",
-               "--model-option", "channels=4", "--model-option", "depth=2", "--no-progress", "--tile", "32"])
+               "--model-option", "base_channels=4", "--model-option", "depth=2", "--no-progress", "--tile", "32"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "PSNR" in text and "restored" in text

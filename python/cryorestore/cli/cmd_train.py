@@ -32,7 +32,7 @@ def add_train_arguments(p: argparse.ArgumentParser, with_out: bool = True) -> No
     p.add_argument("--method", choices=METHOD_NAMES, default="n2n", help="training scheme (default: n2n)")
     p.add_argument("--model", default="unet", help="network: unet, msdnet, scunet, swinunetr (default: unet)")
     p.add_argument("--model-option", action="append", type=_model_option, default=[], metavar="KEY=VALUE",
-                   help="network option (JSON value), e.g. --model-option channels=16; repeatable")
+                   help="network option (JSON value), e.g. --model-option base_channels=16; repeatable")
     p.add_argument("--loss", default=None,
                    help="l1, l2, fsc or a sum like l2+fsc (default: l2; l1 for isonet as in IsoNet)")
     p.add_argument("--tilt-range", nargs=2, type=float, default=[-60.0, 60.0], metavar=("MIN", "MAX"),
@@ -80,11 +80,9 @@ def config_from_args(args: argparse.Namespace, out: str):
         except ValueError:
             raise InputError(f"--noise-schedule item '{item}' is not EPOCH:LEVEL") from None
     loss = args.loss or ("l1" if args.method == "isonet" else "l2")
-    from cryorestore.losses import LOSS_NAMES
+    from cryorestore.losses import parse_loss_spec
 
-    for part in loss.split("+"):
-        if part.strip().split("*")[-1] not in LOSS_NAMES:
-            raise InputError(f"--loss {loss}: '{part}' is not one of {', '.join(LOSS_NAMES)}")
+    parse_loss_spec(loss)  # one-line InputError for a bad spec, before any work
     from cryorestore.models import MODEL_NAMES
 
     if args.model not in MODEL_NAMES:
