@@ -144,3 +144,14 @@ def test_backproject_thickness_and_width(rng):
     assert projection.backproject(stack, angles, thickness=12, width=24).shape == (12, 6, 24)
     with pytest.raises(InputError):
         projection.backproject(stack, angles, thickness=0)
+
+
+def test_chunked_processing_gives_same_result(rng, monkeypatch):
+    """Large volumes are processed in chunks of planes; the chunking must not change the result."""
+    vol = rng.random((20, 12, 30)).astype(np.float32)
+    angles = np.linspace(-70, 70, 9)
+    whole_p = projection.project(vol, angles)
+    whole_r = projection.backproject(whole_p, angles, thickness=20)
+    monkeypatch.setattr(projection, "CHUNK_ELEMENTS", 50)
+    assert np.allclose(projection.project(vol, angles), whole_p, atol=1e-4)
+    assert np.allclose(projection.backproject(whole_p, angles, thickness=20), whole_r, atol=1e-5)

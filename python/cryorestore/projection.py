@@ -46,6 +46,9 @@ from cryorestore.errors import InputError
 
 DeviceLike = torch.device | str | None
 
+#: Largest temporary (elements) a gather step may create; larger volumes are processed in chunks.
+CHUNK_ELEMENTS = 1 << 24
+
 
 # --------------------------------------------------------------------------------------------
 # input checks
@@ -142,8 +145,13 @@ def project(
             idx_a = torch.where(xin & (i0 >= 0) & (i0 < nz), i0 * nx + xi, outside)
             idx_b = torch.where(xin & (i0 + 1 >= 0) & (i0 + 1 < nz), (i0 + 1) * nx + xi, outside)
             scale = 1.0 / abs(s)
-        samples = _gather_rows(rows, idx_a, 1.0 - f) + _gather_rows(rows, idx_b, f)
-        out[i] = samples.sum(dim=0).T * scale
+        acc = vol.new_zeros(nu, ny)
+        step = max(1, CHUNK_ELEMENTS // max(1, nu * ny))  # bound the temporaries for large volumes
+        for s0 in range(0, idx_a.shape[0], step):
+            sl = slice(s0, s0 + step)
+            acc += _gather_rows(rows, idx_a[sl], 1.0 - f[sl]).sum(dim=0)
+            acc += _gather_rows(rows, idx_b[sl], f[sl]).sum(dim=0)
+        out[i] = acc.T * scale
     return out.cpu().numpy().astype(np.float32) if as_numpy else out
 
 
@@ -228,17 +236,21 @@ def backproject_filtered(
     xc = torch.arange(nx, device=dev, dtype=torch.float64).view(1, -1) - nx // 2
     acc = filtered.new_zeros(nz * nx, ny)  # rows (z * X + x), y contiguous
     zero_row = filtered.new_zeros(1, ny)
+    step = max(1, CHUNK_ELEMENTS // max(1, nx * ny))  # z planes per chunk: bounds the temporaries
     for i, theta in enumerate(tqdm(angles_deg, desc="back-projecting", unit="tilt", disable=not progress, leave=False)):
         t = math.radians(float(theta))
-        uf = (xc * math.cos(t) + zc * math.sin(t) + nu // 2).reshape(-1)
-        i0 = torch.floor(uf)
-        f = (uf - i0).to(dt).unsqueeze(-1)
-        i0 = i0.long()
         rows = torch.cat([filtered[i].T, zero_row], dim=0)  # (U + 1, Y); row U is "off the detector"
-        a = torch.where((i0 >= 0) & (i0 < nu), i0, nu)
-        b = torch.where((i0 + 1 >= 0) & (i0 + 1 < nu), i0 + 1, nu)
-        acc.add_(rows.index_select(0, a) * (1.0 - f))
-        acc.add_(rows.index_select(0, b) * f)
+        for z0 in range(0, nz, step):
+            z1 = min(nz, z0 + step)
+            uf = (xc * math.cos(t) + zc[z0:z1] * math.sin(t) + nu // 2).reshape(-1)
+            i0 = torch.floor(uf)
+            f = (uf - i0).to(dt).unsqueeze(-1)
+            i0 = i0.long()
+            a = torch.where((i0 >= 0) & (i0 < nu), i0, nu)
+            b = torch.where((i0 + 1 >= 0) & (i0 + 1 < nu), i0 + 1, nu)
+            part = acc[z0 * nx : z1 * nx]
+            part.add_(rows.index_select(0, a) * (1.0 - f))
+            part.add_(rows.index_select(0, b) * f)
     return acc.view(nz, nx, ny).permute(0, 2, 1).contiguous()
 
 
