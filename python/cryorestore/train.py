@@ -292,6 +292,9 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
         history.append({"epoch": epoch, "train_loss": tl, "val_loss": vl, "lr": lr,
                         "seconds": time.perf_counter() - te})
         bar.set_postfix(train=f"{tl:.4g}", val=f"{vl:.4g}", best=best_epoch + 1)
+        if not progress:
+            print(f"epoch {epoch + 1}/{config.epochs}: train {tl:.5g}  val {vl:.5g}{'  (best)' if improved else ''}  "
+                  f"{history[-1]['seconds']:.0f} s", flush=True)
         _save_checkpoint(ckpt_path, model, opt, sched, epoch, history, best_val, best_epoch, config,
                          train_f, val_f, elapsed0 + time.perf_counter() - t0)
         if on_epoch_end is not None:
