@@ -6,7 +6,7 @@ DEMO_DIR ?= demo_run
 DEMO_EPOCHS ?= 4
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench clean help container
+.PHONY: setup demo test test-all bench bench-simulate clean help container
 
 help:
 	@echo "make setup   install torch ($(TORCH_VERSION), CPU build unless one is present), the package and test tools"
@@ -33,7 +33,9 @@ test:
 test-all:
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-bench:
+bench: bench-simulate
+
+bench-simulate:
 	$(PYTHON) benchmarks/bench_simulate.py
 
 IMAGE ?= cryorestore:0.1.0
