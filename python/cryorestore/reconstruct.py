@@ -11,7 +11,9 @@ Half sets (DESIGN.md: training pairs never share noise)
   reconstructed from every tilt.
 
 Geometry and filtering are those of :mod:`cryorestore.projection` (tilt axis y, angles in degrees,
-stacks (n, Y, X), tomograms (Z, Y, X) with Z = ``thickness``).
+stacks (n, Y, X), tomograms (Z, Y, X) with Z = ``thickness``). The stack is reconstructed as given:
+no contrast inversion, so an intensity tilt series (dark particles) gives negative particle density;
+invert it first if positive density is wanted (the simulator's stacks are already density-like).
 """
 
 from __future__ import annotations
