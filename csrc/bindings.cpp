@@ -39,6 +39,18 @@ void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* wha
   TORCH_CHECK(a.device() == b.device(), what, " must be on the same device (", a.device(), " vs ", b.device(), ")");
 }
 
+// The output: `out` when given (checked: dtype, shape, device, contiguous), else a new tensor.
+at::Tensor output(const c10::optional<at::Tensor>& out, at::IntArrayRef sizes, const at::TensorOptions& options) {
+  if (!out.has_value()) return at::empty(sizes, options);
+  const at::Tensor& o = *out;
+  TORCH_CHECK(o.sizes() == sizes, "out has shape ", o.sizes(), ", expected ", sizes);
+  TORCH_CHECK(o.scalar_type() == options.dtype().toScalarType(), "out has dtype ", o.scalar_type(), ", expected ",
+              options.dtype());
+  TORCH_CHECK(o.device() == options.device(), "out is on ", o.device(), ", expected ", options.device());
+  TORCH_CHECK(o.is_contiguous(), "out must be contiguous");
+  return o;
+}
+
 void check_grid(const at::Tensor& kz, const at::Tensor& ky, const at::Tensor& kx, const at::Tensor& rotations) {
   TORCH_CHECK(kz.dim() == 1 && ky.dim() == 1 && kx.dim() == 1, "frequency vectors must be 1D");
   TORCH_CHECK(kz.scalar_type() == at::kDouble && ky.scalar_type() == at::kDouble && kx.scalar_type() == at::kDouble,
@@ -52,7 +64,7 @@ void check_grid(const at::Tensor& kz, const at::Tensor& ky, const at::Tensor& kx
 }
 
 at::Tensor fsc_shells(const at::Tensor& f1_in, const at::Tensor& f2_in, const at::Tensor& shells_in, int64_t n,
-                      bool nyquist_once) {
+                      bool nyquist_once, const c10::optional<at::Tensor>& out_opt) {
   TORCH_CHECK(f1_in.sizes() == f2_in.sizes(), "spectra differ in shape: ", f1_in.sizes(), " vs ", f2_in.sizes());
   TORCH_CHECK(f1_in.dim() == 4, "spectra must be (B, Z, Y, Xr), got ", f1_in.sizes());
   TORCH_CHECK(f1_in.scalar_type() == f2_in.scalar_type(), "spectra differ in dtype");
@@ -67,10 +79,11 @@ at::Tensor fsc_shells(const at::Tensor& f1_in, const at::Tensor& f2_in, const at
   check_same_device(f1_in, shells_in, "spectra and shell index");
   check_cuda_available(f1_in);
   const at::Tensor f1 = f1_in.contiguous(), f2 = f2_in.contiguous(), shells = shells_in.contiguous();
+  at::Tensor out = output(out_opt, {f1.size(0), 3, n}, f1.options().dtype(at::kDouble));
 #ifdef CRYORESTORE_WITH_CUDA
   if (f1.is_cuda()) {
     CR_GUARD(f1);
-    at::Tensor out = at::zeros({f1.size(0), 3, n}, f1.options().dtype(at::kDouble));
+    out.zero_();
     const int64_t vol = f1.size(1) * f1.size(2) * f1.size(3);
     int sms = 0;
     CR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, f1.get_device()));
@@ -88,26 +101,29 @@ at::Tensor fsc_shells(const at::Tensor& f1_in, const at::Tensor& f2_in, const at
     return out;
   }
 #endif
-  return fsc_shells_cpu(f1, f2, shells, n, nyquist_once);
+  fsc_shells_cpu(f1, f2, shells, n, nyquist_once, out);
+  return out;
 }
 
 at::Tensor wedge_mask(const at::Tensor& kz_in, const at::Tensor& ky_in, const at::Tensor& kx_in,
-                      const at::Tensor& rot_in, double lo, double hi, double tiny) {
+                      const at::Tensor& rot_in, double lo, double hi, double tiny,
+                      const c10::optional<at::Tensor>& out_opt) {
   check_grid(kz_in, ky_in, kx_in, rot_in);
   check_cuda_available(rot_in);
   const at::Tensor kz = kz_in.contiguous(), ky = ky_in.contiguous(), kx = kx_in.contiguous();
   const at::Tensor rot = rot_in.contiguous();
+  at::Tensor out = output(out_opt, {rot.size(0), kz.size(0), ky.size(0), kx.size(0)}, rot.options().dtype(at::kFloat));
 #ifdef CRYORESTORE_WITH_CUDA
   if (rot.is_cuda()) {
     CR_GUARD(rot);
-    at::Tensor out = at::empty({rot.size(0), kz.size(0), ky.size(0), kx.size(0)}, rot.options().dtype(at::kFloat));
     CR_CUDA_CHECK(cuda::wedge_mask(kz.data_ptr<double>(), ky.data_ptr<double>(), kx.data_ptr<double>(), kz.size(0),
                                    ky.size(0), kx.size(0), rot.data_ptr<double>(), rot.size(0), lo, hi, tiny,
                                    out.data_ptr<float>(), CR_STREAM(rot)));
     return out;
   }
 #endif
-  return wedge_mask_cpu(kz, ky, kx, rot, lo, hi, tiny);
+  wedge_mask_cpu(kz, ky, kx, rot, lo, hi, tiny, out);
+  return out;
 }
 
 at::Tensor apply_wedge(at::Tensor spectra, const at::Tensor& kz_in, const at::Tensor& ky_in, const at::Tensor& kx_in,
@@ -147,7 +163,7 @@ at::Tensor apply_wedge(at::Tensor spectra, const at::Tensor& kz_in, const at::Te
 }
 
 at::Tensor blend_tiles(const at::Tensor& tiles_in, const at::Tensor& origins_in, const at::Tensor& window_in,
-                       int64_t Z, int64_t Y, int64_t X) {
+                       int64_t Z, int64_t Y, int64_t X, const c10::optional<at::Tensor>& out_opt) {
   TORCH_CHECK(tiles_in.dim() == 4 && tiles_in.scalar_type() == at::kFloat, "tiles must be float32 (T, d, h, w)");
   TORCH_CHECK(window_in.scalar_type() == at::kFloat && window_in.dim() == 3 &&
                   window_in.sizes() == tiles_in.sizes().slice(1),
@@ -168,10 +184,11 @@ at::Tensor blend_tiles(const at::Tensor& tiles_in, const at::Tensor& origins_in,
       for (int a = 0; a < 3; ++a)
         TORCH_CHECK(p[3 * t + a] >= 0 && p[3 * t + a] + ext[a] <= lim[a], "tile ", t, " reaches outside the output");
   }
+  at::Tensor out = output(out_opt, {Z, Y, X}, tiles.options());
 #ifdef CRYORESTORE_WITH_CUDA
   if (tiles.is_cuda()) {
     CR_GUARD(tiles);
-    at::Tensor num = at::zeros({Z, Y, X}, tiles.options());
+    at::Tensor num = out.zero_();
     at::Tensor den = at::zeros({Z, Y, X}, tiles.options());
     CR_CUDA_CHECK(cuda::blend_tiles(tiles.data_ptr<float>(), origins.data_ptr<int64_t>(), window.data_ptr<float>(),
                                     tiles.size(0), tiles.size(1), tiles.size(2), tiles.size(3), Z, Y, X,
@@ -179,7 +196,8 @@ at::Tensor blend_tiles(const at::Tensor& tiles_in, const at::Tensor& origins_in,
     return num;
   }
 #endif
-  return blend_tiles_cpu(tiles, origins, window, Z, Y, X);
+  blend_tiles_cpu(tiles, origins, window, out);
+  return out;
 }
 
 }  // namespace
@@ -189,15 +207,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "cryorestore native kernels: batched FSC shell sums, missing-wedge masks, tile blending";
   m.def("fsc_shells", &cryorestore::fsc_shells, "FSC shell sums (B, 3, n) float64 of rfft spectra",
         pybind11::arg("f1"), pybind11::arg("f2"), pybind11::arg("shells"), pybind11::arg("n"),
-        pybind11::arg("nyquist_once"));
+        pybind11::arg("nyquist_once"), pybind11::arg("out") = pybind11::none());
   m.def("wedge_mask", &cryorestore::wedge_mask, "rotated missing-wedge masks (R, Z, Y, Xr) float32",
         pybind11::arg("kz"), pybind11::arg("ky"), pybind11::arg("kx"), pybind11::arg("rotations"),
-        pybind11::arg("lo"), pybind11::arg("hi"), pybind11::arg("tiny"));
+        pybind11::arg("lo"), pybind11::arg("hi"), pybind11::arg("tiny"), pybind11::arg("out") = pybind11::none());
   m.def("apply_wedge", &cryorestore::apply_wedge, "multiply spectra in place by their rotated wedge masks",
         pybind11::arg("spectra"), pybind11::arg("kz"), pybind11::arg("ky"), pybind11::arg("kx"),
         pybind11::arg("rotations"), pybind11::arg("lo"), pybind11::arg("hi"), pybind11::arg("tiny"));
   m.def("blend_tiles", &cryorestore::blend_tiles, "overlap-add blending of tiles with window normalisation",
         pybind11::arg("tiles"), pybind11::arg("origins"), pybind11::arg("window"), pybind11::arg("Z"),
-        pybind11::arg("Y"), pybind11::arg("X"));
+        pybind11::arg("Y"), pybind11::arg("X"), pybind11::arg("out") = pybind11::none());
   m.def("with_cuda", &cryorestore::built_with_cuda, "whether the CUDA path was compiled in");
 }

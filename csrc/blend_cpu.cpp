@@ -14,10 +14,10 @@
 
 namespace cryorestore {
 
-at::Tensor blend_tiles_cpu(const at::Tensor& tiles, const at::Tensor& origins, const at::Tensor& window,
-                           int64_t Z, int64_t Y, int64_t X) {
+void blend_tiles_cpu(const at::Tensor& tiles, const at::Tensor& origins, const at::Tensor& window,
+                     at::Tensor& out) {
   const int64_t T = tiles.size(0), d = tiles.size(1), h = tiles.size(2), w = tiles.size(3);
-  at::Tensor out = at::empty({Z, Y, X}, tiles.options());
+  const int64_t Z = out.size(0), Y = out.size(1), X = out.size(2);
   float* o = out.data_ptr<float>();
   const float* tl = tiles.data_ptr<float>();
   const float* win = window.data_ptr<float>();
@@ -62,7 +62,6 @@ at::Tensor blend_tiles_cpu(const at::Tensor& tiles, const at::Tensor& origins, c
       for (int64_t i = 0; i < plane; ++i) num[i] = weight[i] > 0.0f ? num[i] / std::max(weight[i], FLT_MIN) : 0.0f;
     }
   });
-  return out;
 }
 
 }  // namespace cryorestore

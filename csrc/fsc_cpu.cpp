@@ -80,10 +80,9 @@ void fsc_kernel(const real_t* f1, const real_t* f2, const int32_t* shells, int64
 
 }  // namespace
 
-at::Tensor fsc_shells_cpu(const at::Tensor& f1, const at::Tensor& f2, const at::Tensor& shells, int64_t n,
-                          bool nyquist_once) {
+void fsc_shells_cpu(const at::Tensor& f1, const at::Tensor& f2, const at::Tensor& shells, int64_t n,
+                    bool nyquist_once, at::Tensor& out) {
   const int64_t B = f1.size(0), Z = f1.size(1), Y = f1.size(2), Xr = f1.size(3);
-  at::Tensor out = at::empty({B, 3, n}, f1.options().dtype(at::kDouble));
   const int32_t* s = shells.data_ptr<int32_t>();
   if (f1.scalar_type() == at::kComplexFloat) {
     fsc_kernel<float>(reinterpret_cast<const float*>(f1.data_ptr()), reinterpret_cast<const float*>(f2.data_ptr()), s,
@@ -92,7 +91,6 @@ at::Tensor fsc_shells_cpu(const at::Tensor& f1, const at::Tensor& f2, const at::
     fsc_kernel<double>(reinterpret_cast<const double*>(f1.data_ptr()), reinterpret_cast<const double*>(f2.data_ptr()),
                        s, B, Z, Y, Xr, n, nyquist_once, out.data_ptr<double>());
   }
-  return out;
 }
 
 }  // namespace cryorestore

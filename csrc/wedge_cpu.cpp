@@ -48,11 +48,10 @@ void apply_kernel(real_t* spec, const Grid& g, const double* rot, int64_t B, int
 
 }  // namespace
 
-at::Tensor wedge_mask_cpu(const at::Tensor& kz, const at::Tensor& ky, const at::Tensor& kx,
-                          const at::Tensor& rotations, double lo, double hi, double tiny) {
+void wedge_mask_cpu(const at::Tensor& kz, const at::Tensor& ky, const at::Tensor& kx,
+                    const at::Tensor& rotations, double lo, double hi, double tiny, at::Tensor& out) {
   const Grid g = grid_of(kz, ky, kx);
   const int64_t R = rotations.size(0);
-  at::Tensor out = at::empty({R, g.Z, g.Y, g.Xr}, kz.options().dtype(at::kFloat));
   float* o = out.data_ptr<float>();
   const double* rot = rotations.data_ptr<double>();
   const int64_t vol = g.Z * g.Y * g.Xr;
@@ -63,7 +62,6 @@ at::Tensor wedge_mask_cpu(const at::Tensor& kz, const at::Tensor& ky, const at::
       for_plane(g, rot + 9 * b, lo, hi, tiny, z, [&](int64_t i, float m) { dst[i] = m; });
     }
   });
-  return out;
 }
 
 void apply_wedge_cpu(at::Tensor& spectra, const at::Tensor& kz, const at::Tensor& ky, const at::Tensor& kx,
