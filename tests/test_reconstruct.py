@@ -83,6 +83,7 @@ def test_cli_reconstruct_round_trip(tmp_path, phantom, cli):
     ts = io.write_mrc(tmp_path / "ts.mrc", stack, 7.5)
     tlt = io.write_tlt(tmp_path / "ts.tlt", ANGLES)
     out = tmp_path / "rec"
+    # one real subprocess run: the installed entry point finds the command
     res = cli("reconstruct", ts, "--angles", tlt, "--out-dir", out, "--thickness", SHAPE[0], "--device", "cpu")
     assert res.returncode == 0, res.stderr
     assert {p.name for p in out.iterdir()} == {"full.mrc", "even.mrc", "odd.mrc"}
