@@ -33,17 +33,15 @@ from cryorestore.errors import InputError
 
 def wedge_masks(shape: Sequence[int], tilt_range: tuple[float, float], rotations: torch.Tensor | None,
                 device: torch.device | str) -> torch.Tensor:
-    """Analytic rfft-grid wedge mask(s): (Z, Y, Xr) without rotations, (B, Z, Y, Xr) with (B, 3, 3) on zyx."""
-    try:
-        from cryorestore import native
+    """Analytic rfft-grid wedge mask(s): (Z, Y, Xr) without rotations, (B, Z, Y, Xr) with (B, 3, 3) on zyx.
 
-        fn = getattr(native, "wedge_mask", None)
-    except ImportError:  # pragma: no cover - native always importable
-        fn = None
-    if fn is not None and rotations is not None:
-        return fn(tuple(shape), tilt_range[0], tilt_range[1], rotations.to(device)).to(device=device, dtype=torch.float32)
-    return fourier.missing_wedge_mask(tuple(shape), tilt_range[0], tilt_range[1], rotations=rotations,
-                                      device=device).to(torch.float32)
+    Built by :func:`cryorestore.native.wedge_mask` (the C++/CUDA kernel when built, else its torch twin).
+    """
+    from cryorestore import native
+
+    rot = None if rotations is None else rotations.to(device=device, dtype=torch.float64)
+    return native.wedge_mask(tuple(shape), tilt_range[0], tilt_range[1], rotations=rot,
+                             device=device).to(device=device, dtype=torch.float32)
 
 
 def random_rotations_torch(n: int, rng: np.random.Generator, device: torch.device | str) -> torch.Tensor:
