@@ -66,6 +66,8 @@ workflow {
         SIMULATE(ch_sim)
         ch_tomograms = SIMULATE.out.tomograms
         ch_references = SIMULATE.out.truth
+            .join(SIMULATE.out.extras)
+            .map { meta, truth, particles, template, _tilts, membranes -> [meta, truth, particles, template, membranes] }
         ch_versions = ch_versions.mix(SIMULATE.out.versions)
     }
     else {
@@ -89,7 +91,7 @@ workflow {
             [meta, optionalFile(row.full), file(row.even, checkIfExists: true), file(row.odd, checkIfExists: true)]
         }
         ch_tomograms = ch_halves.mix(RECONSTRUCT.out.tomograms)
-        ch_references = ch_rows.map { meta, row -> [meta, [], optionalFile(row.particles), optionalFile(row.template)] }
+        ch_references = ch_rows.map { meta, row -> [meta, [], optionalFile(row.particles), optionalFile(row.template), []] }
     }
 
     //
@@ -118,8 +120,8 @@ workflow {
     ch_evaluate = ch_tomograms
         .map { meta, full, even, _odd -> [meta.id, meta, full ?: even] }
         .join(PREDICT.out.restored.map { meta, restored -> [meta.id, restored] })
-        .join(ch_references.map { meta, truth, particles, template -> [meta.id, truth, particles, template] })
-        .map { _id, meta, raw, restored, truth, particles, template -> [meta, raw, restored, truth, particles, template] }
+        .join(ch_references.map { meta, truth, particles, template, membranes -> [meta.id, truth, particles, template, membranes] })
+        .map { _id, meta, raw, restored, truth, particles, template, membranes -> [meta, raw, restored, truth, particles, template, membranes] }
     EVALUATE(ch_evaluate)
     ch_versions = ch_versions.mix(EVALUATE.out.versions)
 
