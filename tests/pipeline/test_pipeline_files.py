@@ -228,3 +228,50 @@ def test_docs_commands_use_existing_params():
     props = schema_properties()
     used = {m for c in commands for m in re.findall(r"\s--(\w+)", c)}
     assert used and used <= set(props), f"docs pass unknown params: {sorted(used - set(props))}"
+
+
+# Values of each script's local variables and inputs, as the test profile makes them for tomogram sim1.
+# A new ${...} in a script fails the test below until it is added here.
+TEST_VALUES = {
+    "meta.id": "sim1", "meta.seed": "1", "task.cpus": "2", "task.process": "X", "workflow.launchDir": "/launch",
+    "samplesheet": "sheet.csv", "shape": "32 64 64", "tilt_series": "input/ts.st", "angles": "input/ts.tlt",
+    "thickness": "--thickness 16", "pairs": "--even even1/e.mrc --odd odd1/o.mrc --even even2/e.mrc --odd odd2/o.mrc",
+    "model": "sim", "even": "even/even.mrc", "odd": "odd/odd.mrc", "tile": "--tile 32", "overlap": "--overlap 8",
+    "raw": "raw/full.mrc", "restored": "sim1_restored.mrc", "truth_opt": "--truth truth/gt.mrc",
+    "particles_opt": "--particles particles/p.star", "template_opt": "--template template/t.mrc",
+    "membranes_opt": "--membranes membranes/m.mrc", "match_opt": "--match-step 30", "run_dirs": "runs/sim1 runs/sim2",
+}
+
+
+def _render(proc, params: dict[str, str]) -> list[str]:
+    import shlex
+
+    text = nf._VERSIONS_RE.sub("", proc.sections["script"])
+    body = text[text.index('"""') + 3: text.rindex('"""')].replace("\\\\\n", " ")
+    line = next(l for l in body.splitlines() if l.strip().startswith("cryorestore "))
+
+    def value(m: re.Match) -> str:
+        key = m.group(1)
+        if key.startswith("params."):
+            return params[key[7:]]
+        if key == "extra":  # def extra = params.<process>_args ?: ''
+            return params.get(f"{proc.name.lower()}_args", "")
+        if key not in TEST_VALUES:
+            raise KeyError(f"{proc.name}: no test value for ${{{key}}}; add it to TEST_VALUES")
+        return TEST_VALUES[key]
+
+    return shlex.split(re.sub(r"\$\{([\w.]+)\}", value, line))[1:]
+
+
+@pytest.mark.parametrize("proc", PROCESSES, ids=IDS)
+def test_rendered_command_parses(proc):
+    """The script's command, filled in as the test profile would, parses: options have the right arity and choices."""
+    params = {**nf.config_params(CONFIG), **nf.config_params(ROOT / "conf" / "test.config")}
+    params = {k: str(_literal(v)) if "${" not in v and _literal(v) is not None else v for k, v in params.items()}
+    argv = _render(proc, params)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as exc:
+            pytest.fail(f"{proc.name}: `cryorestore {' '.join(argv)}` does not parse: {err.getvalue().strip().splitlines()[-1]}")
