@@ -6,7 +6,7 @@ DEMO_DIR ?= demo_run
 DEMO_EPOCHS ?= 4
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench bench-simulate clean help container
+.PHONY: setup demo test test-all bench bench-simulate bench-native clean help container
 
 help:
 	@echo "make setup   install torch ($(TORCH_VERSION), CPU build unless one is present), the package and test tools"
@@ -18,6 +18,7 @@ setup:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==$(TORCH_VERSION)"
 	$(PIP) install -e ".[dev]"
 	PYTHON="$(PYTHON)" bash tools/fetch_nf_lsp.sh || echo "make setup: Nextflow language server not fetched; tests/pipeline skips its lint test"
+	$(PYTHON) -m cryorestore.native --build || echo "make setup: native extension not built; the torch twins will be used"
 
 demo:
 	$(PYTHON) -m cryorestore simulate $(DEMO_DIR)/data --shape 64 128 128 --seed 1
@@ -33,10 +34,13 @@ test:
 test-all:
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
-bench: bench-simulate
+bench: bench-simulate bench-native
 
 bench-simulate:
 	$(PYTHON) benchmarks/bench_simulate.py
+
+bench-native:
+	$(PYTHON) benchmarks/bench_native.py
 
 IMAGE ?= cryorestore:0.1.0
 SIF ?= containers/cryorestore.sif
