@@ -15,6 +15,7 @@ process REPORT {
 
     script:
     """
+    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus}
     cryorestore report ${run_dirs} --out report.html
 
     cat <<-END_VERSIONS > versions.yml

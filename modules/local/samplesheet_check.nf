@@ -20,6 +20,7 @@ process SAMPLESHEET_CHECK {
 
     script:
     """
+    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus}
     cryorestore samplesheet check ${samplesheet} \\
         --base-dir ${workflow.launchDir} \\
         --out samplesheet.valid.csv

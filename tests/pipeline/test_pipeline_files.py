@@ -105,7 +105,7 @@ def test_process_publishes_and_emits_versions(proc):
         f"{proc.name}: no `path 'versions.yml', emit: versions` output"
     for sec in ("script", "stub"):
         assert "> versions.yml" in proc.sections[sec], f"{proc.name}: {sec} does not write versions.yml"
-    assert "${task.cpus}" in proc.sections["script"] or "process_single" in proc.labels, \
+    assert "export OMP_NUM_THREADS=${task.cpus}" in proc.sections["script"], \
         f"{proc.name}: the script does not pass task.cpus on (OMP_NUM_THREADS)"
 
 
