@@ -142,13 +142,10 @@ def test_base_config_retries_oom_with_more_memory():
 def test_profiles_exist_including_those_the_docs_name():
     declared = nf.profiles(CONFIG)
     assert REQUIRED_PROFILES <= declared, f"nextflow.config lacks profiles {sorted(REQUIRED_PROFILES - declared)}"
-    docs = [ROOT / "docs" / "running_at_scale.md", ROOT / "README.md"]
     named: set[str] = set()
-    for d in docs:
-        if d.exists():
-            for m in re.finditer(r"-profile\s+([\w,]+)", d.read_text()):
-                named.update(m.group(1).split(","))
-    assert named, "docs/running_at_scale.md names no -profile"
+    for m in re.finditer(r"-profile\s+([\w,]+)", (ROOT / "README.md").read_text()):
+        named.update(m.group(1).split(","))
+    assert named, "README.md names no -profile"
     assert named <= declared, f"the docs name profiles {sorted(named - declared)} that nextflow.config lacks"
 
 
@@ -222,7 +219,7 @@ def test_container_recipe_installs_package_for_gpu_archs(recipe):
 
 def test_docs_commands_use_existing_params():
     """Every `--name` in a `nextflow run` command of the docs is a pipeline param (Nextflow's own take one dash)."""
-    text = (ROOT / "docs" / "running_at_scale.md").read_text().replace("\\\n", " ")
+    text = (ROOT / "README.md").read_text().replace("\\\n", " ")
     commands = re.findall(r"nextflow run main\.nf[^\n`]*", text)
     assert len(commands) >= 5
     props = schema_properties()
