@@ -23,8 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truth", metavar="MEMBRANES.mrc", help="binary truth mask; prints and records the Dice coefficient")
     p.add_argument("--thickness", type=positive(float), default=segmentation.DEFAULT_THICKNESS_A,
                    help="membrane thickness in Å (default 40)")
-    p.add_argument("--low", type=float, default=0.25, help="hysteresis low threshold, relative to the 99.9th percentile (default 0.25)")
-    p.add_argument("--high", type=float, default=0.5, help="hysteresis high threshold (default 0.5)")
+    p.add_argument("--low", type=float, default=0.3, help="hysteresis low threshold, relative to the 99.9th percentile (default 0.3)")
+    p.add_argument("--high", type=float, default=0.6, help="hysteresis high threshold (default 0.6)")
+    p.add_argument("--min-size", type=int, default=1000, help="drop components smaller than this many voxels (default 1000)")
     p.add_argument("--polarity", choices=("bright", "dark"), default="bright", help="membranes brighter (default) or darker than the background")
     p.add_argument("--metrics", metavar="M.json", help="write Dice and voxel counts as JSON")
     add_device_option(p)  # computation is CPU (scipy); accepted for a uniform interface
@@ -40,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
         io.check_same_grid(vol, t, args.tomogram, args.truth)
         truth = t.data > 0.5
     s, mask = segmentation.segment_membranes(vol.data, vol.voxel_size, args.thickness, args.low, args.high,
-                                             args.polarity, progress=True)
-    result = {"membrane_voxels": int(mask.sum()), "thickness_A": args.thickness, "low": args.low, "high": args.high}
+                                             args.polarity, args.min_size, progress=True)
+    result = {"membrane_voxels": int(mask.sum()), "thickness_A": args.thickness, "low": args.low, "high": args.high,
+              "min_size": args.min_size}
     if truth is not None:
         result["dice"] = segmentation.dice(mask, truth)
         result["truth_voxels"] = int(truth.sum())

@@ -193,11 +193,12 @@ def match_template(
 
 
 def find_peaks(scores: np.ndarray, n_peaks: int, min_distance: float, edge: int = 0,
-               threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+               threshold: float | None = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``n_peaks`` local maxima by non-maximum suppression.
 
     Candidates are voxels equal to the maximum of their (2d+1)³ neighbourhood (``d = ceil(min_distance)``),
-    at least ``edge`` voxels from every face and above ``threshold`` (if given); they are accepted in
+    at least ``edge`` voxels from every face and above ``threshold`` (default 0: a non-positive NCC is no
+    detection, and flat zero regions are not peaks); they are accepted in
     decreasing score order unless closer than ``min_distance`` voxels (Euclidean) to an accepted peak.
     Returns ((K, 3) integer (z, y, x) positions, (K,) scores).
     """

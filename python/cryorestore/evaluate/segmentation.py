@@ -11,7 +11,7 @@ which is large for plates and ≈ 0 for lines (two large eigenvalues), blobs (th
 Scales are tied to the membrane thickness ``t`` (Å, default 40) as ``σ ∈ {0.6, 0.8, 1.0} · t/(2·vs)``
 (voxel size ``vs`` in Å); ``S = max_σ S_σ``. ``S`` is divided by its 99.9th percentile, and the mask is a
 hysteresis threshold: connected components (26-connectivity) of ``S > low`` that contain a voxel with
-``S > high``. ``polarity = "dark"`` inverts the map first (membranes darker than the background).
+``S > high`` and hold at least ``min_size`` voxels (membranes are large sheets; noise specks are not). ``polarity = "dark"`` inverts the map first (membranes darker than the background).
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def normalise(s: np.ndarray, percentile: float = 99.9) -> np.ndarray:
     return (s / ref).astype(np.float32) if ref > 0 else np.zeros_like(s, dtype=np.float32)
 
 
-def hysteresis(s: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Components (26-connected) of ``s > low`` that hold at least one voxel with ``s > high`` (bool)."""
+def hysteresis(s: np.ndarray, low: float, high: float, min_size: int = 0) -> np.ndarray:
+    """Components (26-connected) of ``s > low`` that hold a voxel with ``s > high`` and ≥ ``min_size`` voxels."""
     if not low <= high:
         raise InputError(f"hysteresis needs low <= high, got {low} and {high}")
     weak = s > low
@@ -77,16 +77,18 @@ def hysteresis(s: np.ndarray, low: float, high: float) -> np.ndarray:
         return np.zeros(s.shape, dtype=bool)
     strong = np.zeros(n + 1, dtype=bool)
     strong[np.unique(labels[s > high])] = True
+    if min_size > 0:
+        strong &= np.bincount(labels.ravel(), minlength=n + 1) >= min_size
     strong[0] = False
     return strong[labels]
 
 
 def segment_membranes(volume: np.ndarray, voxel_size: float, thickness: float = DEFAULT_THICKNESS_A,
-                      low: float = 0.25, high: float = 0.5, polarity: str = "bright",
+                      low: float = 0.3, high: float = 0.6, polarity: str = "bright", min_size: int = 1000,
                       progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(normalised surfaceness float32, membrane mask bool) of a (z, y, x) map."""
     s = normalise(surfaceness(volume, voxel_size, thickness, polarity, progress))
-    return s, hysteresis(s, low, high)
+    return s, hysteresis(s, low, high, min_size)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
