@@ -21,24 +21,23 @@ Grid grid_of(const at::Tensor& kz, const at::Tensor& ky, const at::Tensor& kx) {
 
 // Calls fn(b, offset_in_volume, value) for every coefficient of plane z of batch item b.
 template <typename Fn>
-void for_plane(const Grid& g, const double* R, double lo, double hi, double tiny, int64_t z, Fn&& fn) {
+void for_plane(const Grid& g, const double* R, const WedgeBounds& wb, int64_t z, Fn&& fn) {
   const double kz = g.kz[z];
   for (int64_t y = 0; y < g.Y; ++y) {
     const double ky = g.ky[y];
     const int64_t base = (z * g.Y + y) * g.Xr;
-    for (int64_t x = 0; x < g.Xr; ++x) fn(base + x, wedge_value(kz, ky, g.kx[x], R, lo, hi, tiny));
+    for (int64_t x = 0; x < g.Xr; ++x) fn(base + x, wedge_value(kz, ky, g.kx[x], R, wb));
   }
 }
 
 template <typename real_t>
-void apply_kernel(real_t* spec, const Grid& g, const double* rot, int64_t B, int64_t R, double lo, double hi,
-                  double tiny) {
+void apply_kernel(real_t* spec, const Grid& g, const double* rot, int64_t B, int64_t R, const WedgeBounds& wb) {
   const int64_t vol = g.Z * g.Y * g.Xr;
   at::parallel_for(0, B * g.Z, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / g.Z, z = item % g.Z;
       real_t* s = spec + 2 * b * vol;
-      for_plane(g, rot + 9 * (b % R), lo, hi, tiny, z, [&](int64_t i, float m) {
+      for_plane(g, rot + 9 * (b % R), wb, z, [&](int64_t i, float m) {
         s[2 * i] *= static_cast<real_t>(m);
         s[2 * i + 1] *= static_cast<real_t>(m);
       });
@@ -55,11 +54,12 @@ void wedge_mask_cpu(const at::Tensor& kz, const at::Tensor& ky, const at::Tensor
   float* o = out.data_ptr<float>();
   const double* rot = rotations.data_ptr<double>();
   const int64_t vol = g.Z * g.Y * g.Xr;
+  const WedgeBounds wb = make_bounds(lo, hi, tiny);
   at::parallel_for(0, R * g.Z, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / g.Z, z = item % g.Z;
       float* dst = o + b * vol;
-      for_plane(g, rot + 9 * b, lo, hi, tiny, z, [&](int64_t i, float m) { dst[i] = m; });
+      for_plane(g, rot + 9 * b, wb, z, [&](int64_t i, float m) { dst[i] = m; });
     }
   });
 }
@@ -70,9 +70,9 @@ void apply_wedge_cpu(at::Tensor& spectra, const at::Tensor& kz, const at::Tensor
   const int64_t B = spectra.size(0), R = rotations.size(0);
   const double* rot = rotations.data_ptr<double>();
   if (spectra.scalar_type() == at::kComplexFloat) {
-    apply_kernel<float>(reinterpret_cast<float*>(spectra.data_ptr()), g, rot, B, R, lo, hi, tiny);
+    apply_kernel<float>(reinterpret_cast<float*>(spectra.data_ptr()), g, rot, B, R, make_bounds(lo, hi, tiny));
   } else {
-    apply_kernel<double>(reinterpret_cast<double*>(spectra.data_ptr()), g, rot, B, R, lo, hi, tiny);
+    apply_kernel<double>(reinterpret_cast<double*>(spectra.data_ptr()), g, rot, B, R, make_bounds(lo, hi, tiny));
   }
 }
 

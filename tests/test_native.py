@@ -194,16 +194,16 @@ def test_fsc_shells_gradients_equal_twin(ext, dtype):
 
 def test_fsc_through_native_passes_gradcheck(ext):
     rng = np.random.default_rng(9)
-    shape = (5, 6, 7)
+    shape = (4, 5, 6)  # odd and even axes, tiny so the numerical Jacobian stays cheap
     n = fourier.n_shells(shape)
     idx = fourier.shell_index(shape)
-    a = torch.tensor(rng.standard_normal((2, *shape)), dtype=torch.float64, requires_grad=True)
-    b = torch.tensor(rng.standard_normal((2, *shape)), dtype=torch.float64, requires_grad=True)
+    a = torch.tensor(rng.standard_normal((1, *shape)), dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(rng.standard_normal((1, *shape)), dtype=torch.float64, requires_grad=True)
 
     def fsc_curve(x, y):
         return fourier.fsc_from_sums(native.fsc_shells(spectra(x), spectra(y), idx, n, nx=shape[2]))
 
-    assert torch.autograd.gradcheck(fsc_curve, (a, b), eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert torch.autograd.gradcheck(fsc_curve, (a, b), eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,7 +422,11 @@ def test_cuda_bindings_compile(tmp_path):
         stub.mkdir(parents=True)
         (stub / "cuda_cmake_macros.h").write_text("#pragma once\n")
         inc.insert(0, f"-I{tmp_path / 'stub'}")
-    cuda_home = Path(shutil.which("nvcc")).resolve().parents[1]
+    homes = [os.environ.get("CUDA_HOME", ""), os.environ.get("CUDA_PATH", ""), "/usr/local/cuda",
+             str(Path(shutil.which("nvcc")).resolve().parents[1]), *sorted(map(str, Path("/usr/local").glob("cuda-*")))]
+    cuda_home = next((Path(h) for h in homes if h and (Path(h) / "include" / "cuda_runtime.h").is_file()), None)
+    if cuda_home is None:
+        pytest.skip("CUDA runtime headers not found")
     import sysconfig
 
     cmd = ["c++", "-fsyntax-only", "-std=c++20", "-DCRYORESTORE_WITH_CUDA", "-DTORCH_EXTENSION_NAME=check",
