@@ -49,15 +49,15 @@ def test_short_training_lowers_validation_loss_and_writes_model_dir(dataset, tmp
 
 
 def test_resume_continues_from_saved_epoch_like_an_uninterrupted_run(dataset, tmp_path):
-    straight = train(_cfg(dataset, tmp_path / "a", epochs=3), progress=False)
+    straight = train(_cfg(dataset, tmp_path / "a", epochs=3, n_subtomos=12), progress=False)
     def stop_after_second(epoch, record):
         if epoch == 1:
             raise KeyboardInterrupt  # as if the job had been killed after epoch 2
 
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(dataset, tmp_path / "b", epochs=3), progress=False, on_epoch_end=stop_after_second)
+        train(_cfg(dataset, tmp_path / "b", epochs=3, n_subtomos=12), progress=False, on_epoch_end=stop_after_second)
     assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)["epoch"] == 1
-    resumed = train(_cfg(dataset, tmp_path / "b", epochs=3), progress=False, resume=True)
+    resumed = train(_cfg(dataset, tmp_path / "b", epochs=3, n_subtomos=12), progress=False, resume=True)
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
     np.testing.assert_allclose([h["val_loss"] for h in resumed.history], [h["val_loss"] for h in straight.history],
                                rtol=1e-5)
@@ -66,7 +66,7 @@ def test_resume_continues_from_saved_epoch_like_an_uninterrupted_run(dataset, tm
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
     with pytest.raises(Exception, match="differ"):
-        train(_cfg(dataset, tmp_path / "b", epochs=4, lr=1e-2), progress=False, resume=True)
+        train(_cfg(dataset, tmp_path / "b", epochs=4, n_subtomos=12, lr=1e-2), progress=False, resume=True)
 
 
 def test_saved_model_predicts_identically_after_reload(dataset, tmp_path):
@@ -133,3 +133,16 @@ def test_cli_bad_input_exits_2_without_output(dataset, tmp_path, capsys):
                  "--out", str(tmp_path / "m4")] + base) == 2
     assert main(["train", "--even", str(dataset / "even.mrc"), "--odd", str(dataset / "odd.mrc"), "--tilt-range", "60",
                  "-60", "--out", str(tmp_path / "m5")] + base) == 2
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_with_amp_and_prediction(dataset, tmp_path):
+    res = train(_cfg(dataset, tmp_path / "g", method="deepdewedge", device="cuda", epochs=2, refill_every=1,
+                     n_subtomos=12), progress=False)
+    assert all(np.isfinite(h["val_loss"]) for h in res.history)
+    loaded = load_model_dir(tmp_path / "g", "cuda")
+    vol = io.read_mrc(dataset / "even.mrc").data
+    gpu = predict_volume(loaded, vol, tile=32, overlap=8, device="cuda", progress=False)
+    cpu = predict_volume(load_model_dir(tmp_path / "g", "cpu"), vol, tile=32, overlap=8, amp=False, progress=False)
+    assert np.corrcoef(gpu.ravel(), cpu.ravel())[0, 1] > 0.99  # bf16/fp16 autocast vs float32
