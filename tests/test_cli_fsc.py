@@ -61,3 +61,10 @@ def test_python_m_and_help(cli):
     res = cli("--help")
     assert res.returncode == 0 and "fsc" in res.stdout
     assert cli("fsc", "--help").returncode == 0
+
+
+def test_usage_errors_are_one_line(cli):
+    res = cli("fsc", "only_one.mrc")
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "required" in lines[0] and "--help" in lines[0]
