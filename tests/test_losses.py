@@ -203,6 +203,6 @@ def test_masked_loss_weights_and_gradient(rng):
     a = losses.masked_fourier_loss(pred, target, rw, m, 1.0, 0.0)
     c = losses.masked_fourier_loss(pred, target, rw, m, 0.0, 1.0)
     both = losses.masked_fourier_loss(pred, target, rw, m, 0.5, 3.0)
-    assert float(both) == pytest.approx(0.5 * float(a) + 3.0 * float(c), rel=1e-12)
+    assert both.item() == pytest.approx(0.5 * a.item() + 3.0 * c.item(), rel=1e-12)
     assert torch.autograd.gradcheck(lambda p: losses.masked_fourier_loss(p, target, rw, m), (pred,), eps=1e-6,
                                     atol=1e-7, fast_mode=True)

@@ -65,18 +65,18 @@ def default_options(name: str) -> dict[str, Any]:
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """Pad the last three axes of ``x`` at their far end up to a multiple of ``multiple`` voxels.
 
-    Reflect padding where the axis is long enough, replicate otherwise. Returns the padded tensor and
-    the original (Z, Y, X) size to crop back to.
+    Each axis is padded by reflection where it is long enough (padding < size), by replication
+    otherwise. Returns the padded tensor and the original (Z, Y, X) size to crop back to.
     """
     size = tuple(int(s) for s in x.shape[-3:])
-    if multiple <= 1:
-        return x, size  # type: ignore[return-value]
-    extra = [(-s) % multiple for s in size]
-    if not any(extra):
-        return x, size  # type: ignore[return-value]
-    pad = (0, extra[2], 0, extra[1], 0, extra[0])
-    mode = "reflect" if all(e < s for e, s in zip(extra, size)) else "replicate"
-    return F.pad(x, pad, mode=mode), size  # type: ignore[return-value]
+    if multiple > 1:
+        for axis, n in enumerate(size):
+            extra = (-n) % multiple
+            if extra:
+                pad = [0] * 6
+                pad[2 * (2 - axis) + 1] = extra  # F.pad lists (x_lo, x_hi, y_lo, y_hi, z_lo, z_hi)
+                x = F.pad(x, tuple(pad), mode="reflect" if extra < n else "replicate")
+    return x, size  # type: ignore[return-value]
 
 
 class Restorer(nn.Module):
