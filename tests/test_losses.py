@@ -206,3 +206,11 @@ def test_masked_loss_weights_and_gradient(rng):
     assert both.item() == pytest.approx(0.5 * a.item() + 3.0 * c.item(), rel=1e-12)
     assert torch.autograd.gradcheck(lambda p: losses.masked_fourier_loss(p, target, rw, m), (pred,), eps=1e-6,
                                     atol=1e-7, fast_mode=True)
+
+
+def test_half_precision_predictions_are_upcast(pair):
+    a, b = (torch.from_numpy(v).float() for v in pair)
+    for spec in ("l1", "l2", "fsc"):
+        half = float(losses.build_loss(spec)(a.bfloat16(), b))
+        full = float(losses.build_loss(spec)(a.bfloat16().float(), b))
+        assert half == pytest.approx(full, rel=1e-6)

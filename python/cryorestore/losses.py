@@ -11,6 +11,7 @@ weights, e.g. ``l2+fsc``, ``l2+0.5*fsc``, ``0.1*l1+fsc``.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -37,12 +38,18 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
         raise ValueError(f"expected (…, Z, Y, X) volumes, got shape {tuple(pred.shape)}")
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors (e.g. a network output under autocast) to float32: FFTs and shell
+    sums need at least single precision."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 class L1Loss(nn.Module):
     """Mean absolute difference over all voxels and batch items."""
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_pair(pred, target)
-        return (pred - target).abs().mean()
+        return (_full(pred) - _full(target)).abs().mean()
 
 
 class L2Loss(nn.Module):
@@ -50,10 +57,19 @@ class L2Loss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_pair(pred, target)
-        return (pred - target).square().mean()
+        return (_full(pred) - _full(target)).square().mean()
 
 
 def shell_weights(shape: tuple[int, int, int], weighting: str | None, device: torch.device | None = None) -> torch.Tensor:
+    """Normalised (sum 1) float64 weights of shells 1 … Nyquist (cached); see :func:`_shell_weights`."""
+    if weighting not in FSC_WEIGHTINGS:
+        raise InputError(f"FSC weighting '{weighting}' is unknown; choose one of none, shell, frequency")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return _shell_weights(tuple(int(n) for n in shape), weighting, str(dev))
+
+
+@functools.lru_cache(maxsize=32)
+def _shell_weights(shape: tuple[int, int, int], weighting: str | None, device: str) -> torch.Tensor:
     """Normalised (sum 1) float64 weights of shells 1 … Nyquist for a (Z, Y, X) volume.
 
     * ``None``: equal weights (plain mean over shells),
@@ -63,8 +79,6 @@ def shell_weights(shape: tuple[int, int, int], weighting: str | None, device: to
 
     Shell 0 (the mean) is not included; see :class:`FSCLoss`.
     """
-    if weighting not in FSC_WEIGHTINGS:
-        raise InputError(f"FSC weighting '{weighting}' is unknown; choose one of none, shell, frequency")
     n = fourier.n_shells(shape)
     if weighting is None:
         w = torch.ones(n - 1, dtype=torch.float64, device=device)
@@ -89,8 +103,8 @@ def fsc_curves(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     _check_pair(pred, target)
     shape = tuple(int(s) for s in pred.shape[-3:])
-    a = pred.reshape(-1, *shape)
-    b = target.reshape(-1, *shape)
+    a = _full(pred).reshape(-1, *shape)
+    b = _full(target).reshape(-1, *shape)
     fa = torch.fft.rfftn(a, dim=(-3, -2, -1))
     fb = torch.fft.rfftn(b, dim=(-3, -2, -1))
     n = fourier.n_shells(shape)
@@ -246,7 +260,7 @@ def masked_fourier_loss(
     if weight_inside < 0 or weight_missing < 0:
         raise ValueError(f"loss weights must be >= 0, got {weight_inside}, {weight_missing}")
     nx = int(pred.shape[-1])
-    spec = torch.fft.rfftn(pred - target, dim=(-3, -2, -1))
+    spec = torch.fft.rfftn(_full(pred) - _full(target), dim=(-3, -2, -1))
     rw = rot_wedge.to(device=spec.device, dtype=spec.real.dtype)
     m = wedge.to(device=spec.device, dtype=spec.real.dtype)
     inside = masked_power_mean(spec, rw * m, nx)

@@ -52,6 +52,13 @@ def _relative_index(w: int) -> torch.Tensor:
 
 def attention_mask(padded: tuple[int, int, int], size: tuple[int, int, int], w: int, shift: int,
                    device: torch.device) -> torch.Tensor | None:
+    """Cached :func:`_attention_mask`."""
+    return _attention_mask(tuple(padded), tuple(size), int(w), int(shift), str(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _attention_mask(padded: tuple[int, int, int], size: tuple[int, int, int], w: int, shift: int,
+                    device: str) -> torch.Tensor | None:
     """Additive (nW, N, N) mask for windows of a (padded) map holding ``size`` real voxels.
 
     A key is masked for a query when, after the cyclic shift by −``shift``, the two come from
@@ -96,13 +103,13 @@ class WindowAttention3D(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 3, heads))
         nn.init.trunc_normal_(self.bias_table, std=0.02)
+        self.register_buffer("rel_index", _relative_index(window).reshape(-1).clone(), persistent=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         bw, n, c = x.shape
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.heads)
         logits = (q * self.scale) @ k.transpose(-2, -1)  # (bw, h, n, n)
-        idx = _relative_index(self.window).to(x.device)
-        bias = self.bias_table[idx.reshape(-1)].view(n, n, self.heads).permute(2, 0, 1)
+        bias = self.bias_table[self.rel_index].view(n, n, self.heads).permute(2, 0, 1)
         logits = logits + bias.unsqueeze(0)
         if mask is not None:
             nw = mask.shape[0]
