@@ -78,10 +78,17 @@ def disabled() -> bool:
     return os.environ.get("CRYORESTORE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
 
 
+def _force_cuda() -> bool:
+    """``FORCE_CUDA=1`` asks for the CUDA path without a GPU present (container builds on GPU-less hosts)."""
+    return os.environ.get("FORCE_CUDA", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _want_cuda() -> bool:
     from torch.utils.cpp_extension import CUDA_HOME
 
-    return bool(torch.cuda.is_available() and CUDA_HOME)
+    if not CUDA_HOME or torch.version.cuda is None:  # no toolkit, or a CPU-only torch build
+        return False
+    return bool(torch.cuda.is_available() or _force_cuda())
 
 
 def _build_key(with_cuda: bool) -> str:
@@ -452,11 +459,14 @@ def blend_tiles(tiles: torch.Tensor, origins: torch.Tensor, window: torch.Tensor
 # command line: python -m cryorestore.native --build
 # --------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    """Pre-build the extension (``--build``) or report its state; never fails a setup (exit 0)."""
+    """Pre-build the extension (``--build``) or report its state; exits 0 (never fails a workstation
+    setup) unless ``--require-cuda`` is given and the CUDA path is missing (container builds)."""
     parser = argparse.ArgumentParser(prog="python -m cryorestore.native",
                                      description="build or inspect the cryorestore native extension")
     parser.add_argument("--build", action="store_true", help="build (or load the cached build of) the extension now")
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
+    parser.add_argument("--require-cuda", action="store_true",
+                        help="exit 1 unless the CUDA path is compiled in (container builds: set FORCE_CUDA=1)")
     args = parser.parse_args(argv)
     if disabled():
         print("cryorestore.native: disabled by CRYORESTORE_NATIVE=0 (torch twins in use)")
@@ -467,6 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"cache {cache_root()})")
     else:
         print(f"cryorestore.native: extension unavailable, torch twins in use ({_state['reason']})")
+    if args.require_cuda and not (ok and cuda_compiled()):
+        print("cryorestore.native: the CUDA path is required (--require-cuda) but was not compiled", file=sys.stderr)
+        return 1
     return 0
 
 
