@@ -26,7 +26,7 @@ demo:
 	$(PYTHON) -m cryorestore denoise --even $(DEMO_DIR)/data/even.mrc --odd $(DEMO_DIR)/data/odd.mrc \
 		--raw $(DEMO_DIR)/data/full.mrc --truth $(DEMO_DIR)/data/ground_truth.mrc --out-dir $(DEMO_DIR)/n2n \
 		--method n2n --model unet --model-option base_channels=8 --model-option convs_per_block=2 --loss l2 \
-		--epochs $(DEMO_EPOCHS) --subtomo-size 32 --n-subtomos 64 --batch-size 8 --lr 2e-3 --seed 1 --device cpu
+		--epochs $(DEMO_EPOCHS) --subtomo-size 32 --n-subtomos 48 --batch-size 8 --lr 2e-3 --seed 1 --device cpu
 
 test:
 	$(PYTHON) -m pytest -m "not slow and not cuda" $(PYTEST_ARGS)
