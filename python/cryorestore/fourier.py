@@ -119,12 +119,13 @@ def rfft_weights(shape: Sequence[int], device: DeviceLike = None) -> torch.Tenso
 # missing wedge
 # --------------------------------------------------------------------------------------------
 def check_tilt_range(tilt_min: float, tilt_max: float) -> None:
-    """Raise ``ValueError`` unless −90 ≤ tilt_min < tilt_max ≤ 90 (degrees)."""
-    if not (np.isfinite(tilt_min) and np.isfinite(tilt_max)):
-        raise ValueError(f"tilt range must be finite, got {tilt_min}..{tilt_max}")
-    if not (-90.0 <= tilt_min < tilt_max <= 90.0):
-        raise ValueError(
-            f"tilt range {tilt_min:g}..{tilt_max:g} makes no sense: need -90 <= MIN < MAX <= 90 degrees"
+    """Raise :class:`~cryorestore.errors.InputError` (a ``ValueError``) unless
+    −90 ≤ tilt_min < tilt_max ≤ 90 (degrees, finite); the one check every caller shares."""
+    from cryorestore.errors import InputError
+
+    if not (np.isfinite(tilt_min) and np.isfinite(tilt_max)) or not (-90.0 <= tilt_min < tilt_max <= 90.0):
+        raise InputError(
+            f"tilt range {tilt_min:g} {tilt_max:g} makes no sense: need -90 <= MIN < MAX <= 90 degrees"
         )
 
 

@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-from cryorestore import geometry, io
+from cryorestore import fourier, geometry, io
 from cryorestore.errors import InputError
 from cryorestore.projection import project
 from cryorestore.reconstruct import reconstruct_f2f, reconstruct_t2t
@@ -245,8 +245,7 @@ def tilt_angles(tilt_range: Sequence[float] = DEFAULT_TILT_RANGE, tilt_step: flo
         lo, hi = (float(v) for v in tilt_range)
     except (TypeError, ValueError):
         raise InputError(f"tilt range must be two numbers MIN MAX in degrees, got {tilt_range}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi)) or not (-90.0 <= lo < hi <= 90.0):
-        raise InputError(f"tilt range {lo:g} {hi:g} makes no sense: need -90 <= MIN < MAX <= 90 degrees")
+    fourier.check_tilt_range(lo, hi)
     step = float(tilt_step)
     if not (np.isfinite(step) and step > 0):
         raise InputError(f"tilt step must be a positive number of degrees, got {tilt_step}")

@@ -39,10 +39,11 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 
 def tilt_range(values: list[float] | tuple[float, float]) -> tuple[float, float]:
-    """Validate a ``--tilt-range MIN MAX`` pair in degrees."""
+    """Validate a ``--tilt-range MIN MAX`` pair in degrees (see :func:`fourier.check_tilt_range`)."""
+    from cryorestore.fourier import check_tilt_range
+
     lo, hi = float(values[0]), float(values[1])
-    if not (np.isfinite(lo) and np.isfinite(hi)) or not (-90.0 <= lo < hi <= 90.0):
-        raise InputError(f"--tilt-range {lo:g} {hi:g} makes no sense: need -90 <= MIN < MAX <= 90 degrees")
+    check_tilt_range(lo, hi)
     return lo, hi
 
 
