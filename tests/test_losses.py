@@ -8,27 +8,8 @@ import torch
 
 from cryorestore import fourier, losses
 from cryorestore.errors import InputError
-
-
-def _np_shells(shape: tuple[int, int, int]) -> np.ndarray:
-    """Full-grid shell index by the DESIGN.md rule, written independently with numpy."""
-    freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in shape], indexing="ij")
-    r = np.sqrt(sum(f**2 for f in freqs)) * min(shape)
-    return np.floor(r + 0.5).astype(int)
-
-
-def _np_fsc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """FSC curve over shells 0..min//2 from full complex FFTs (float64)."""
-    fa, fb = np.fft.fftn(a), np.fft.fftn(b)
-    idx = _np_shells(a.shape)
-    n = min(a.shape) // 2 + 1
-    out = np.zeros(n)
-    for k in range(n):
-        sel = idx == k
-        num = np.real(np.sum(fa[sel] * np.conj(fb[sel])))
-        den = np.sqrt(np.sum(np.abs(fa[sel]) ** 2) * np.sum(np.abs(fb[sel]) ** 2))
-        out[k] = num / den
-    return out
+from test_fourier import np_fsc_loop as _np_fsc
+from test_fourier import np_shell_index_full as _np_shells
 
 
 @pytest.fixture
