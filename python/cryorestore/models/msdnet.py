@@ -6,10 +6,10 @@ and yields ``width`` new maps. A final 1×1×1 convolution combines the input an
 comes from dilation, not down-sampling, so any input size works and the parameter count stays tiny
 (≈ 27·width²·depth²/2: 34 k for the default depth 50, width 1).
 
-Speed: PyTorch's CPU backward pass of dilated 3D convolutions is several times slower than that of
-ordinary ones, so on the CPU a dilated convolution is computed as an ordinary 3×3×3 convolution of
-the d³ polyphase components of the input (voxels with equal coordinates mod d), which is exactly
-equivalent with zero padding (:func:`dilated_conv3d`). On CUDA cuDNN's dilated kernels are used.
+Speed: every layer is one ``torch.nn.functional.conv3d`` with ``dilation`` (mkldnn on the CPU, cuDNN
+on CUDA). An earlier version evaluated CPU dilations as undilated convolutions of the d³ polyphase
+sub-grids; with torch 2.13 on an idle machine that was 1.6× slower than the direct call, so it was
+removed (benchmarks/RESULTS.md, "Networks").
 
 Memory: a naive implementation keeps every concatenation for the backward pass (O(depth²) maps).
 Here each layer is gradient-checkpointed while training, so only the depth+1 maps themselves are
@@ -23,32 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from einops import rearrange
-
 from cryorestore.errors import InputError
-
-
-def dilated_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int,
-                   polyphase: bool | None = None) -> torch.Tensor:
-    """3×3×3 convolution with dilation ``dilation`` voxels and zero padding ``dilation`` ("same" size).
-
-    ``polyphase`` (default: on the CPU for dilation > 1) evaluates it as an undilated convolution of
-    the input's d³ polyphase components: out[p + d·j] = Σₖ w_k · x[p + d·(j + k − 1)] only touches
-    voxels of phase p, and zero padding to a multiple of d reproduces the zero border.
-    """
-    d = int(dilation)
-    if polyphase is None:
-        polyphase = x.device.type == "cpu" and d > 1
-    if not polyphase or d == 1:
-        return F.conv3d(x, weight, bias, padding=d, dilation=d)
-    z, y, w = x.shape[-3:]
-    extra = ((-w) % d, (-y) % d, (-z) % d)
-    if any(extra):
-        x = F.pad(x, (0, extra[0], 0, extra[1], 0, extra[2]))
-    xp = rearrange(x, "b c (z pz) (y py) (x px) -> (b pz py px) c z y x", pz=d, py=d, px=d)
-    out = F.conv3d(xp, weight, bias, padding=1)
-    out = rearrange(out, "(b pz py px) c z y x -> b c (z pz) (y py) (x px)", pz=d, py=d, px=d)
-    return out[..., :z, :y, :w]
 
 
 class MSDNet3D(nn.Module):
@@ -72,7 +47,7 @@ class MSDNet3D(nn.Module):
 
     @staticmethod
     def _layer(conv: nn.Conv3d, *maps: torch.Tensor) -> torch.Tensor:
-        return F.relu(dilated_conv3d(torch.cat(maps, dim=1), conv.weight, conv.bias, conv.dilation[0]))
+        return F.relu(conv(torch.cat(maps, dim=1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = [x]
