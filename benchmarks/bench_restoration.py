@@ -7,7 +7,7 @@ truth inside the missing wedge, and the training time. The first line is the raw
 Rows whose ``metrics.json`` already exists are reused (``--force`` reruns them).
 
     python benchmarks/bench_restoration.py --data bench/data --out-dir bench/runs \\
-        --rows n2n:unet:l2 deepdewedge:unet:l2 --epochs 10 --subtomo-size 32
+        --rows n2n:unet:l2 n2n:msdnet:l2 --epochs 10 --subtomo-size 32 --model-option unet.base_channels=8
 
 Ends by checking the must-show claims for the rows it ran: n2n raises FSC=0.5 and PSNR by ≥ 3 dB,
 deepdewedge raises the missing-wedge correlation.
@@ -24,9 +24,14 @@ from pathlib import Path
 DEFAULT_ROWS = ("n2n:unet:l2", "deepdewedge:unet:l2")
 
 
+def row_dir(row: str, args: argparse.Namespace) -> Path:
+    """Output folder of one METHOD:MODEL:LOSS row."""
+    return Path(args.out_dir) / row.replace(":", "_").replace("+", "-")
+
+
 def run_row(row: str, args: argparse.Namespace) -> dict:
     method, model, loss = row.split(":")
-    out = Path(args.out_dir) / row.replace(":", "_").replace("+", "-")
+    out = row_dir(row, args)
     metrics = out / "metrics.json"
     if metrics.is_file() and not args.force:
         return json.loads(metrics.read_text())
@@ -40,10 +45,29 @@ def run_row(row: str, args: argparse.Namespace) -> dict:
     if args.lr:
         cmd += ["--lr", str(args.lr)]
     for opt in args.model_option:
+        key = opt.split("=", 1)[0]
+        if "." in key:  # MODEL.key=value applies to that network only
+            if key.split(".", 1)[0] != model:
+                continue
+            opt = opt.split(".", 1)[1]
         cmd += ["--model-option", opt]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     return json.loads(metrics.read_text())
+
+
+def ensure_band_metrics(result: dict, row_dir: Path, args: argparse.Namespace) -> dict:
+    """Add the mid-band figures (``fsc_mid_*``, ``mid_amplitude_*``) to a row run by an older release."""
+    m = result["metrics"]
+    if "fsc_mid_restored" in m:
+        return result
+    from cryorestore import io
+    from cryorestore.evaluate.quality import map_metrics
+
+    d = Path(args.data)
+    m.update(map_metrics(io.read_mrc(d / "full.mrc").data, io.read_mrc(row_dir / "restored.mrc").data,
+                         float(m["voxel_size"]), truth=io.read_mrc(d / "ground_truth.mrc").data))
+    return result
 
 
 def fmt(x: float | None, spec: str) -> str:
@@ -60,27 +84,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-subtomos", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--model-option", action="append", default=[])
+    p.add_argument("--model-option", action="append", default=[], metavar="[MODEL.]KEY=VALUE",
+                   help="network option for every row, or with a MODEL. prefix (e.g. unet.base_channels=8) "
+                        "for that network's rows only")
     p.add_argument("--tilt-range", nargs=2, type=float, default=[-60.0, 60.0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="rerun rows that already have results")
     args = p.parse_args(argv)
 
-    results = {row: run_row(row, args) for row in args.rows}
+    results = {row: ensure_band_metrics(run_row(row, args), row_dir(row, args), args) for row in args.rows}
     print()
-    print("| method | network | loss | PSNR (dB) | FSC=0.5 (1/vox) | FSC=0.143 (1/vox) | wedge corr | params | train time (s) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| method | network | loss | PSNR (dB) | FSC=0.5 (1/vox) | FSC=0.143 (1/vox) | mid-band FSC | "
+          "mid-band amplitude | wedge corr | SSIM | params | epochs | train time (s) |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def cells(m: dict, s: str) -> str:
+        return (f"{fmt(m.get('psnr_' + s), '.2f')} | {fmt(m.get('fsc05_' + s), '.4f')} | "
+                f"{fmt(m.get('fsc0143_' + s), '.4f')} | {fmt(m.get('fsc_mid_' + s), '.3f')} | "
+                f"{fmt(m.get('mid_amplitude_' + s), '.2f')} | {fmt(m.get('wedge_corr_' + s), '.3f')} | "
+                f"{fmt(m.get('ssim_' + s), '.3f')}")
+
     first = next(iter(results.values()))["metrics"]
-    print(f"| raw full.mrc | – | – | {fmt(first.get('psnr_raw'), '.2f')} | {fmt(first.get('fsc05_raw'), '.4f')} | "
-          f"{fmt(first.get('fsc0143_raw'), '.4f')} | {fmt(first.get('wedge_corr_raw'), '.3f')} | – | – |")
+    print(f"| raw full.mrc | – | – | {cells(first, 'raw')} | – | – | – |")
     for row, r in results.items():
-        m = r["metrics"]
         t = r["training"]
         method, model, loss = row.split(":")
-        print(f"| {method} | {model} | {loss} | {fmt(m.get('psnr_restored'), '.2f')} | {fmt(m.get('fsc05_restored'), '.4f')} | "
-              f"{fmt(m.get('fsc0143_restored'), '.4f')} | {fmt(m.get('wedge_corr_restored'), '.3f')} | "
-              f"{t['n_parameters']:,} | {t['seconds']:.0f} |")
+        print(f"| {method} | {model} | {loss} | {cells(r['metrics'], 'restored')} | {t['n_parameters']:,} | "
+              f"{t['epochs']} | {t['seconds']:.0f} |")
+    print("(mid band = 0.125-0.25 cycles/voxel; amplitude = mid/low-frequency contrast relative to the truth's)")
     print()
     ok = True
     for row, r in results.items():
@@ -96,7 +128,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row}: missing-wedge correlation {m['wedge_corr_raw']:.3f} → {m['wedge_corr_restored']:.3f} "
                   f"({'raised' if c else 'NOT raised'})")
             ok &= c
+    print_trends(results)
     return 0 if ok else 1
+
+
+def print_trends(results: dict[str, dict]) -> None:
+    """The paper's two trends, for whichever pairs of rows were run (informational, not pass/fail):
+    FSC loss keeps more mid frequencies than L2 (same method and network), and MS-D Net reaches the
+    highest SNR among the networks (same method and loss; PSNR against the truth stands in for SNR)."""
+    for row, r in results.items():
+        method, model, loss = row.split(":")
+        if loss != "fsc" or f"{method}:{model}:l2" not in results:
+            continue
+        f, l2 = r["metrics"], results[f"{method}:{model}:l2"]["metrics"]
+        print(f"trend FSC vs L2 loss ({method}, {model}): mid-band FSC {l2['fsc_mid_restored']:.3f} (l2) vs "
+              f"{f['fsc_mid_restored']:.3f} (fsc); mid-band amplitude {l2['mid_amplitude_restored']:.2f} vs "
+              f"{f['mid_amplitude_restored']:.2f}; PSNR {l2['psnr_restored']:.2f} vs {f['psnr_restored']:.2f} dB")
+    groups: dict[tuple[str, str], dict[str, float]] = {}
+    for row, r in results.items():
+        method, model, loss = row.split(":")
+        groups.setdefault((method, loss), {})[model] = r["metrics"]["psnr_restored"]
+    for (method, loss), psnrs in groups.items():
+        if len(psnrs) > 1:
+            best = max(psnrs, key=psnrs.get)
+            listed = ", ".join(f"{k} {v:.2f}" for k, v in sorted(psnrs.items(), key=lambda kv: -kv[1]))
+            print(f"trend networks ({method}, {loss}): PSNR (dB) {listed}; highest: {best}")
 
 
 if __name__ == "__main__":

@@ -122,3 +122,36 @@ def test_metrics_without_truth():
     assert all(isinstance(v, float) for v in m.values())
     with pytest.raises(ValueError):
         quality.map_metrics(raw, restored[:-1], 3.0)
+
+
+def _np_shells(shape):
+    m = min(shape)
+    r2 = np.zeros(shape)
+    for ax, n in enumerate(shape):
+        k = np.abs(np.fft.fftfreq(n))
+        r2 += np.expand_dims(k, [i for i in range(3) if i != ax]) ** 2
+    return np.floor(np.sqrt(r2) * m + 0.5).astype(int)
+
+
+def test_mid_band_fsc_and_amplitude_ratio_against_numpy():
+    truth, raw, restored = _maps(8, shape=(24, 26, 28))
+    m = quality.map_metrics(raw, restored, 2.0, truth=truth)
+    shells = _np_shells(truth.shape)
+    freqs = np.arange(min(truth.shape) // 2 + 1) / min(truth.shape)
+    mid = [q for q, f in enumerate(freqs) if 0.125 - 1e-12 <= f <= 0.25 + 1e-12]
+    low = [q for q, f in enumerate(freqs) if 0.02 - 1e-12 <= f <= 0.125 + 1e-12]
+
+    def rms(x, qs):
+        p = np.abs(np.fft.fftn(x.astype(np.float64))) ** 2
+        sel = np.isin(shells, qs)
+        return math.sqrt(p[sel].mean())
+
+    for name, arr in (("raw", raw), ("restored", restored)):
+        assert m[f"fsc_mid_{name}"] == pytest.approx(np_fsc_full(arr, truth)[mid].mean(), abs=1e-5)
+        ref = (rms(arr, mid) / rms(arr, low)) / (rms(truth, mid) / rms(truth, low))
+        assert m[f"mid_amplitude_{name}"] == pytest.approx(ref, rel=1e-6)
+    # a blur damps mid frequencies (< 1); the grey scale does not matter; the truth scores exactly 1
+    assert m["mid_amplitude_restored"] < m["mid_amplitude_raw"]
+    assert quality.band_amplitude_ratio(-4.0 * truth + 2.0, truth) == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(ValueError, match="no FSC shell"):
+        quality.band_shells((8, 8, 8), (0.3, 0.32))

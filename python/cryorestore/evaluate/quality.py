@@ -30,6 +30,8 @@ from scipy import ndimage
 
 from cryorestore import fourier
 
+MID_BAND = (0.125, 0.25)  # cycles/voxel: a quarter to half of Nyquist, where denoisers trade detail for noise
+LOW_BAND = (0.02, 0.125)  # cycles/voxel: the low frequencies below it, DC excluded (reference for contrast)
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5  # Gaussian window radius int(3.5·1.5 + 0.5) = 5 voxels: an 11-voxel window
 SSIM_K1 = 0.01
@@ -146,6 +148,50 @@ def _resolution_keys(prefix_05: str, prefix_0143: str, suffix: str, curve: np.nd
     }
 
 
+def band_shells(shape: tuple[int, ...], band: tuple[float, float]) -> np.ndarray:
+    """Indices of the shells whose frequency (cycles/voxel, ``k / min(shape)``) lies in ``[lo, hi]``."""
+    freqs = fourier.shell_frequencies(shape)
+    shells = np.nonzero((freqs >= band[0] - 1e-12) & (freqs <= band[1] + 1e-12))[0]
+    if shells.size == 0:
+        raise ValueError(f"no FSC shell of a {shape} map lies in {band} cycles/voxel")
+    return shells
+
+
+def shell_power(x: np.ndarray) -> np.ndarray:
+    """Summed spectral power |F|² per shell (n_shells,) float64 over the full FFT grid, and the number
+    of coefficients per shell, as a (2, n_shells) array (row 0 power, row 1 counts)."""
+    shape = tuple(x.shape)
+    spec = torch.fft.rfftn(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)))
+    w = fourier.rfft_weights(shape).expand(spec.shape)
+    idx = fourier.shell_index(shape).reshape(-1)
+    n = fourier.n_shells(shape)
+    power = torch.bincount(idx, weights=((spec.real**2 + spec.imag**2) * w).reshape(-1), minlength=n + 1)[:n]
+    count = torch.bincount(idx, weights=w.reshape(-1), minlength=n + 1)[:n]
+    return torch.stack([power, count]).numpy()
+
+
+def band_amplitude_ratio(x: np.ndarray, truth: np.ndarray, band: tuple[float, float] | None = None,
+                         reference: tuple[float, float] | None = None) -> float:
+    """How much of the truth's spectral fall-off a map keeps in ``band`` (cycles/voxel).
+
+    For a map ``m`` let ``A(m, B)`` be the RMS Fourier amplitude over the coefficients of the shells in
+    ``B``. The value is ``[A(x, band) / A(x, reference)] / [A(truth, band) / A(truth, reference)]``
+    (defaults: :data:`MID_BAND` against :data:`LOW_BAND`). It ignores the grey scale of ``x``: 1 means
+    the same mid-to-low contrast as the truth, below 1 means the mid frequencies were damped (blur),
+    above 1 that they carry extra power (noise, or sharpening).
+    """
+    band = MID_BAND if band is None else band
+    reference = LOW_BAND if reference is None else reference
+    shape = tuple(np.shape(x))
+    hi, lo = band_shells(shape, band), band_shells(shape, reference)
+
+    def contrast(m: np.ndarray) -> float:
+        p, c = shell_power(m)
+        return math.sqrt((p[hi].sum() / c[hi].sum()) / (p[lo].sum() / c[lo].sum()))
+
+    return contrast(x) / contrast(truth)
+
+
 def map_metrics(
     raw: np.ndarray,
     restored: np.ndarray,
@@ -162,7 +208,9 @@ def map_metrics(
     With ``truth`` (same grid), for ``m`` in {raw, restored}:
       ``psnr_m`` (dB) and ``ssim_m`` after the affine grey-level fit (see module doc),
       ``fsc05_m`` / ``fsc0143_m``: where FSC(m, truth) first drops below 0.5 / 0.143, in
-      cycles/voxel (``…_angstrom`` in Å), ``fsc_mean_m``: mean FSC over shells 1…Nyquist.
+      cycles/voxel (``…_angstrom`` in Å), ``fsc_mean_m``: mean FSC over shells 1…Nyquist,
+      ``fsc_mid_m``: mean FSC over the shells in :data:`MID_BAND`, and ``mid_amplitude_m``:
+      :func:`band_amplitude_ratio` (mid- to low-frequency contrast relative to the truth's).
     With ``tilt_range`` (degrees about y):
       ``wedge_power_fraction_m``: share of the non-DC spectral power inside the missing wedge;
       and with truth also ``wedge_corr_m``: FSC against the truth over missing-wedge coefficients
@@ -197,6 +245,8 @@ def map_metrics(
             curve = fsc_curve(m, t)
             out.update(_resolution_keys("fsc05", "fsc0143", name, curve, shape, voxel_size))
             out[f"fsc_mean_{name}"] = float(curve[1:].mean())
+            out[f"fsc_mid_{name}"] = float(curve[band_shells(shape, MID_BAND)].mean())
+            out[f"mid_amplitude_{name}"] = band_amplitude_ratio(m, t)
     if tilt_range is not None:
         fourier.check_tilt_range(float(tilt_range[0]), float(tilt_range[1]))
         for name, m in maps.items():
