@@ -259,8 +259,11 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
     print(f"{config.method} / {config.model} ({n_params:,} parameters) / loss {config.loss}: "
           f"{len(train_t)} training + {len(val_t)} validation boxes of {extract}³ → crops of {config.subtomo_size}³, "
           f"device {device}", flush=True)
+    # The model directory records every option of the network (defaults included), so that a later
+    # release with different defaults still rebuilds this exact architecture from config.json.
     model_config = config.to_dict() | {"extract_size": extract, "n_parameters": n_params, "voxel_size": voxel,
-                                       "tilt_range": list(config.tilt_range)}
+                                       "tilt_range": list(config.tilt_range),
+                                       "model_options": dict(getattr(model, "options", config.model_options))}
     t0 = time.perf_counter()
     bar = tqdm(range(start, config.epochs), desc="epochs", disable=not progress, unit="epoch", initial=start,
                total=config.epochs)
