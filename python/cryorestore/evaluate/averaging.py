@@ -7,8 +7,8 @@ is removed by a Fourier shift (``scipy.ndimage.fourier_shift``), then the box is
 cubic splines. Boxes reaching outside the tomogram are padded with the tomogram's mean.
 
 With a tilt range the average is wedge-compensated: ``F⁻¹( Σ F(sub_i) / max(Σ W_i, w_min) )`` with
-``W_i`` the tomogram's wedge rotated into particle ``i``'s frame (:func:`fourier.missing_wedge_mask`
-with rotation ``Aᵢᵀ``), ``w_min`` = 10 % of the particle count; without it the plain mean.
+``W_i`` the tomogram's wedge rotated into particle ``i``'s frame (:func:`native.wedge_mask`, the fast
+equal of :func:`fourier.missing_wedge_mask`, with rotation ``Aᵢᵀ``), ``w_min`` = 10 % of the particle count; without it the plain mean.
 
 Optional refinement (:func:`refine`): for each particle, a local grid of rotations around the current
 one (±``n_steps`` × ``step`` about each axis) and integer shifts up to ``max_shift`` voxels, scored by
@@ -25,7 +25,7 @@ import torch
 from scipy import ndimage
 from tqdm import tqdm
 
-from cryorestore import fourier, geometry
+from cryorestore import fourier, geometry, native
 from cryorestore.errors import InputError
 from cryorestore.evaluate import angles as angle_sampling
 
@@ -56,8 +56,8 @@ def extract_subtomogram(tomogram: np.ndarray, centre_zyx: np.ndarray, euler: np.
 def particle_wedges(box: int, eulers: np.ndarray, tilt_range: tuple[float, float]) -> torch.Tensor:
     """(P, box, box, box//2+1) rfft masks of each extracted particle's missing wedge."""
     a_zyx = geometry.xyz_to_zyx(geometry.euler_to_matrix(np.asarray(eulers, dtype=float).reshape(-1, 3)))
-    return fourier.missing_wedge_mask((box,) * 3, float(tilt_range[0]), float(tilt_range[1]), rfft=True,
-                                      rotations=np.transpose(a_zyx, (0, 2, 1)))
+    return native.wedge_mask((box,) * 3, float(tilt_range[0]), float(tilt_range[1]),
+                             rotations=np.transpose(a_zyx, (0, 2, 1)))
 
 
 def average(subtomos: np.ndarray, wedges: torch.Tensor | None = None) -> np.ndarray:
@@ -171,7 +171,7 @@ def refine(
     mask = torch.from_numpy(spherical_mask(box, radius)).to(dev)
     wedge = None
     if tilt_range is not None:
-        wedge = fourier.missing_wedge_mask((box,) * 3, float(tilt_range[0]), float(tilt_range[1]), rfft=True, device=dev)
+        wedge = native.wedge_mask((box,) * 3, float(tilt_range[0]), float(tilt_range[1]), device=dev)
     ref_t = torch.from_numpy(ref).to(dev)
     out_c = np.asarray(coords_zyx, dtype=float).reshape(-1, 3).copy()
     out_e = np.asarray(eulers, dtype=float).reshape(-1, 3).copy()

@@ -34,7 +34,7 @@ import torch
 from scipy import ndimage
 from tqdm import tqdm
 
-from cryorestore import fourier, geometry
+from cryorestore import fourier, geometry, native
 from cryorestore.errors import InputError
 
 
@@ -163,7 +163,7 @@ def match_template(
     ftomo = torch.fft.rfftn(tomo)
     wedge_box = None
     if tilt_range is not None:
-        wedge_box = fourier.missing_wedge_mask((n_box,) * 3, float(tilt_range[0]), float(tilt_range[1]), rfft=True, device=dev)
+        wedge_box = native.wedge_mask((n_box,) * 3, float(tilt_range[0]), float(tilt_range[1]), device=dev)
     tmpl = torch.from_numpy(tmpl_np).to(dev)
     rot_zyx = torch.from_numpy(geometry.xyz_to_zyx(geometry.euler_to_matrix(eul))).to(dev, torch.float32)
     best = torch.full(shape, -torch.inf, device=dev, dtype=torch.float32)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from cryorestore import fourier
+from cryorestore import fourier, native
 
 MID_BAND = (0.125, 0.25)  # cycles/voxel: a quarter to half of Nyquist, where denoisers trade detail for noise
 LOW_BAND = (0.02, 0.125)  # cycles/voxel: the low frequencies below it, DC excluded (reference for contrast)
@@ -115,7 +115,7 @@ def fsc_curve(a: np.ndarray, b: np.ndarray, fourier_mask: torch.Tensor | None = 
 
 def missing_wedge_selection(shape: tuple[int, int, int], tilt_range: tuple[float, float]) -> torch.Tensor:
     """rfft-grid float mask (1 = coefficient inside the missing wedge) for tilts in ``tilt_range`` (°)."""
-    return 1.0 - fourier.missing_wedge_mask(shape, float(tilt_range[0]), float(tilt_range[1]), rfft=True)
+    return 1.0 - native.wedge_mask(shape, float(tilt_range[0]), float(tilt_range[1]))
 
 
 def wedge_correlation(x: np.ndarray, truth: np.ndarray, tilt_range: tuple[float, float]) -> tuple[float, np.ndarray]:
