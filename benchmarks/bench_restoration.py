@@ -44,6 +44,8 @@ def run_row(row: str, args: argparse.Namespace) -> dict:
            "--tilt-range", *map(str, args.tilt_range), "--no-progress"]
     if args.lr:
         cmd += ["--lr", str(args.lr)]
+    if args.refill_every and method in ("deepdewedge", "isonet"):
+        cmd += ["--refill-every", str(args.refill_every)]
     for opt in args.model_option:
         key = opt.split("=", 1)[0]
         if "." in key:  # MODEL.key=value applies to that network only
@@ -87,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-option", action="append", default=[], metavar="[MODEL.]KEY=VALUE",
                    help="network option for every row, or with a MODEL. prefix (e.g. unet.base_channels=8) "
                         "for that network's rows only")
+    p.add_argument("--refill-every", type=int, default=None,
+                   help="epochs between wedge refills for deepdewedge/isonet rows (default: each method's own)")
     p.add_argument("--tilt-range", nargs=2, type=float, default=[-60.0, 60.0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
