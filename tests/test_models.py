@@ -159,14 +159,14 @@ def test_msdnet_forward_equals_scipy_dense_dilated_reference():
     maps = [x[0, 0].numpy()]
     for conv, d in zip(net.layers, net.dilations):
         w = conv.weight.detach().numpy()[0]  # (in_channels, 3, 3, 3)
-        acc = np.full(maps[0].shape, float(conv.bias[0]))
+        acc = np.full(maps[0].shape, float(conv.bias.detach()[0]))
         for c, m in enumerate(maps):
             k = np.zeros((2 * d + 1,) * 3)
             k[::d, ::d, ::d] = w[c]
             acc += ndimage.correlate(m, k, mode="constant", cval=0.0)
         maps.append(np.maximum(acc, 0.0))
     fw = net.final.weight.detach().numpy().reshape(-1)
-    ref = sum(wi * m for wi, m in zip(fw, maps)) + float(net.final.bias[0])
+    ref = sum(wi * m for wi, m in zip(fw, maps)) + float(net.final.bias.detach()[0])
     with torch.no_grad():
         got = model(x)[0, 0].numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
