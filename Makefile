@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 TORCH_VERSION ?= 2.13.0
 DEMO_DIR ?= demo_run
-DEMO_EPOCHS ?= 4
+DEMO_EPOCHS ?= 40
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-all bench bench-simulate bench-native clean help container
@@ -21,12 +21,12 @@ setup:
 	$(PYTHON) -m cryorestore.native --build || echo "make setup: native extension not built; the torch twins will be used"
 
 demo:
-	$(PYTHON) -m cryorestore simulate $(DEMO_DIR)/data --shape 64 128 128 --seed 1
+	$(PYTHON) -m cryorestore simulate $(DEMO_DIR)/data --shape 64 256 256 --seed 1
 	$(PYTHON) -m cryorestore fsc $(DEMO_DIR)/data/even.mrc $(DEMO_DIR)/data/odd.mrc --out $(DEMO_DIR)/fsc_even_odd.csv
 	$(PYTHON) -m cryorestore denoise --even $(DEMO_DIR)/data/even.mrc --odd $(DEMO_DIR)/data/odd.mrc \
 		--raw $(DEMO_DIR)/data/full.mrc --truth $(DEMO_DIR)/data/ground_truth.mrc --out-dir $(DEMO_DIR)/n2n \
-		--method n2n --model unet --model-option base_channels=8 --model-option convs_per_block=2 --loss l2 \
-		--epochs $(DEMO_EPOCHS) --subtomo-size 32 --n-subtomos 48 --batch-size 8 --lr 2e-3 --seed 1 --device cpu
+		--method n2n --model unet --model-option base_channels=8 --model-option convs_per_block=1 --loss l2 \
+		--epochs $(DEMO_EPOCHS) --subtomo-size 32 --n-subtomos 128 --batch-size 8 --lr 3e-3 --seed 0 --device cpu
 
 test:
 	$(PYTHON) -m pytest -m "not slow and not cuda" $(PYTEST_ARGS)
