@@ -158,38 +158,38 @@ def band_shells(shape: tuple[int, ...], band: tuple[float, float]) -> np.ndarray
 
 
 def shell_power(x: np.ndarray) -> np.ndarray:
-    """Summed spectral power |F|² per shell (n_shells,) float64 over the full FFT grid, and the number
-    of coefficients per shell, as a (2, n_shells) array (row 0 power, row 1 counts)."""
+    """Summed spectral power |F|² per shell over the full FFT grid, and the number of coefficients per
+    shell, as a (2, n_shells) float64 array (row 0 power, row 1 counts); shells as in :mod:`fourier`."""
     shape = tuple(x.shape)
     spec = torch.fft.rfftn(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)))
-    w = fourier.rfft_weights(shape).expand(spec.shape)
-    idx = fourier.shell_index(shape).reshape(-1)
-    n = fourier.n_shells(shape)
-    power = torch.bincount(idx, weights=((spec.real**2 + spec.imag**2) * w).reshape(-1), minlength=n + 1)[:n]
-    count = torch.bincount(idx, weights=w.reshape(-1), minlength=n + 1)[:n]
+    shells, n = fourier.shell_index(shape), fourier.n_shells(shape)
+    power = fourier.fsc_shell_sums(spec, spec, shells, n, nx=shape[2])[0, 1]
+    ones = torch.ones_like(spec)
+    count = fourier.fsc_shell_sums(ones, ones, shells, n, nx=shape[2])[0, 1]
     return torch.stack([power, count]).numpy()
+
+
+def band_contrast(x: np.ndarray, band: tuple[float, float] | None = None,
+                  reference: tuple[float, float] | None = None) -> float:
+    """``A(x, band) / A(x, reference)`` with ``A(m, B)`` the RMS Fourier amplitude over the coefficients
+    of the shells in ``B`` (cycles/voxel; defaults :data:`MID_BAND` and :data:`LOW_BAND`)."""
+    shape = tuple(np.shape(x))
+    hi = band_shells(shape, MID_BAND if band is None else band)
+    lo = band_shells(shape, LOW_BAND if reference is None else reference)
+    p, c = shell_power(x)
+    return math.sqrt((p[hi].sum() / c[hi].sum()) / (p[lo].sum() / c[lo].sum()))
 
 
 def band_amplitude_ratio(x: np.ndarray, truth: np.ndarray, band: tuple[float, float] | None = None,
                          reference: tuple[float, float] | None = None) -> float:
     """How much of the truth's spectral fall-off a map keeps in ``band`` (cycles/voxel).
 
-    For a map ``m`` let ``A(m, B)`` be the RMS Fourier amplitude over the coefficients of the shells in
-    ``B``. The value is ``[A(x, band) / A(x, reference)] / [A(truth, band) / A(truth, reference)]``
-    (defaults: :data:`MID_BAND` against :data:`LOW_BAND`). It ignores the grey scale of ``x``: 1 means
-    the same mid-to-low contrast as the truth, below 1 means the mid frequencies were damped (blur),
-    above 1 that they carry extra power (noise, or sharpening).
+    The value is :func:`band_contrast` of ``x`` over that of ``truth``, i.e.
+    ``[A(x, band) / A(x, reference)] / [A(truth, band) / A(truth, reference)]``. It ignores the grey
+    scale of ``x``: 1 means the same mid-to-low contrast as the truth, below 1 means the mid frequencies
+    were damped (blur), above 1 that they carry extra power (noise, or sharpening).
     """
-    band = MID_BAND if band is None else band
-    reference = LOW_BAND if reference is None else reference
-    shape = tuple(np.shape(x))
-    hi, lo = band_shells(shape, band), band_shells(shape, reference)
-
-    def contrast(m: np.ndarray) -> float:
-        p, c = shell_power(m)
-        return math.sqrt((p[hi].sum() / c[hi].sum()) / (p[lo].sum() / c[lo].sum()))
-
-    return contrast(x) / contrast(truth)
+    return band_contrast(x, band, reference) / band_contrast(truth, band, reference)
 
 
 def map_metrics(
@@ -210,7 +210,8 @@ def map_metrics(
       ``fsc05_m`` / ``fsc0143_m``: where FSC(m, truth) first drops below 0.5 / 0.143, in
       cycles/voxel (``…_angstrom`` in Å), ``fsc_mean_m``: mean FSC over shells 1…Nyquist,
       ``fsc_mid_m``: mean FSC over the shells in :data:`MID_BAND`, and ``mid_amplitude_m``:
-      :func:`band_amplitude_ratio` (mid- to low-frequency contrast relative to the truth's).
+      :func:`band_amplitude_ratio` (mid- to low-frequency contrast relative to the truth's; the truth's
+      :func:`band_contrast` is computed once for both maps).
     With ``tilt_range`` (degrees about y):
       ``wedge_power_fraction_m``: share of the non-DC spectral power inside the missing wedge;
       and with truth also ``wedge_corr_m``: FSC against the truth over missing-wedge coefficients
@@ -239,6 +240,7 @@ def map_metrics(
     maps = {"raw": r, "restored": d}
     if truth is not None:
         t = np.asarray(truth, dtype=np.float32)
+        truth_contrast = band_contrast(t)
         for name, m in maps.items():
             out[f"psnr_{name}"] = psnr(m, t)
             out[f"ssim_{name}"] = ssim(m, t)
@@ -246,7 +248,7 @@ def map_metrics(
             out.update(_resolution_keys("fsc05", "fsc0143", name, curve, shape, voxel_size))
             out[f"fsc_mean_{name}"] = float(curve[1:].mean())
             out[f"fsc_mid_{name}"] = float(curve[band_shells(shape, MID_BAND)].mean())
-            out[f"mid_amplitude_{name}"] = band_amplitude_ratio(m, t)
+            out[f"mid_amplitude_{name}"] = band_contrast(m) / truth_contrast  # = band_amplitude_ratio(m, t)
     if tilt_range is not None:
         fourier.check_tilt_range(float(tilt_range[0]), float(tilt_range[1]))
         for name, m in maps.items():
