@@ -10,6 +10,7 @@ import torch
 from scipy import ndimage
 
 from cryorestore.evaluate import quality
+from test_fourier import np_shell_index_full
 
 
 def _maps(seed=0, shape=(20, 24, 22)):
@@ -24,12 +25,7 @@ def np_fsc_full(a, b, select=None):
     """FSC on the full FFT grid with an explicit shell loop (integer-index radius, rounded half up)."""
     f1, f2 = np.fft.fftn(a.astype(np.float64)), np.fft.fftn(b.astype(np.float64))
     m = min(a.shape)
-    r2 = np.zeros(a.shape)
-    for ax, n in enumerate(a.shape):
-        k = np.fft.fftfreq(n) * n
-        k = np.abs(k) / n
-        r2 += np.expand_dims(k, [i for i in range(3) if i != ax]) ** 2
-    shells = np.floor(np.sqrt(r2) * m + 0.5).astype(int)
+    shells = np_shell_index_full(a.shape)
     w = np.ones(a.shape) if select is None else select
     out = np.zeros(m // 2 + 1)
     for q in range(m // 2 + 1):
@@ -124,19 +120,10 @@ def test_metrics_without_truth():
         quality.map_metrics(raw, restored[:-1], 3.0)
 
 
-def _np_shells(shape):
-    m = min(shape)
-    r2 = np.zeros(shape)
-    for ax, n in enumerate(shape):
-        k = np.abs(np.fft.fftfreq(n))
-        r2 += np.expand_dims(k, [i for i in range(3) if i != ax]) ** 2
-    return np.floor(np.sqrt(r2) * m + 0.5).astype(int)
-
-
 def test_mid_band_fsc_and_amplitude_ratio_against_numpy():
     truth, raw, restored = _maps(8, shape=(24, 26, 28))
     m = quality.map_metrics(raw, restored, 2.0, truth=truth)
-    shells = _np_shells(truth.shape)
+    shells = np_shell_index_full(truth.shape)
     freqs = np.arange(min(truth.shape) // 2 + 1) / min(truth.shape)
     mid = [q for q, f in enumerate(freqs) if 0.125 - 1e-12 <= f <= 0.25 + 1e-12]
     low = [q for q, f in enumerate(freqs) if 0.02 - 1e-12 <= f <= 0.125 + 1e-12]
