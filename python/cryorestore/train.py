@@ -263,7 +263,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
     # release with different defaults still rebuilds this exact architecture from config.json.
     model_config = config.to_dict() | {"extract_size": extract, "n_parameters": n_params, "voxel_size": voxel,
                                        "tilt_range": list(config.tilt_range),
-                                       "model_options": dict(getattr(model, "options", config.model_options))}
+                                       "model_options": dict(model.options)}
     t0 = time.perf_counter()
     bar = tqdm(range(start, config.epochs), desc="epochs", disable=not progress, unit="epoch", initial=start,
                total=config.epochs)
