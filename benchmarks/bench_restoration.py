@@ -64,26 +64,33 @@ SNR_BOX = 16  # voxels, as `cryorestore evaluate --snr-box`'s default
 SNR_PAIRS = 30
 
 
-def add_posthoc_metrics(result: dict, row_dir: Path, args: argparse.Namespace) -> dict:
+def load_reference(data: Path) -> dict:
+    """The maps every row is scored against, read once: ``raw`` (full.mrc), ``truth`` and the SNR boxes
+    (``signal``/``background``: 30 pairs of 16³ chosen from the truth and particles.star with seed 0,
+    the same for every map)."""
+    from cryorestore import io
+    from cryorestore.evaluate import snr
+
+    truth = io.read_mrc(data / "ground_truth.mrc").data
+    centres = io.particle_arrays(io.read_particles(data / "particles.star"))[0]
+    signal, background = snr.auto_boxes(truth, SNR_BOX, SNR_PAIRS, np.random.default_rng(0), centres)
+    return {"raw": io.read_mrc(data / "full.mrc").data, "truth": truth, "signal": signal, "background": background}
+
+
+def add_posthoc_metrics(result: dict, row_dir: Path, ref: dict) -> dict:
     """Add figures that ``denoise`` does not write: the mid-band ones (``fsc_mid_*``, ``mid_amplitude_*``)
     for rows run by an older release, and the paper's SNR estimate (Topaz-Denoise's signal/background box
-    ratio, dB; ``snr_db_raw``/``snr_db_restored``) on 30 box pairs of 16³ chosen once from the truth and
-    the particle list with seed 0, so every row and the raw map are measured on the same boxes."""
+    ratio, dB; ``snr_db_raw``/``snr_db_restored``) on the boxes of :func:`load_reference`."""
     from cryorestore import io
     from cryorestore.evaluate import snr
     from cryorestore.evaluate.quality import map_metrics
 
     m = result["metrics"]
-    d = Path(args.data)
-    raw = io.read_mrc(d / "full.mrc").data
     restored = io.read_mrc(row_dir / "restored.mrc").data
-    truth = io.read_mrc(d / "ground_truth.mrc").data
     if "fsc_mid_restored" not in m:
-        m.update(map_metrics(raw, restored, float(m["voxel_size"]), truth=truth))
-    centres = io.particle_arrays(io.read_particles(d / "particles.star"))[0]
-    sig, bg = snr.auto_boxes(truth, SNR_BOX, SNR_PAIRS, np.random.default_rng(0), centres)
-    m["snr_db_raw"] = snr.snr_db(raw, sig, bg, SNR_BOX)
-    m["snr_db_restored"] = snr.snr_db(restored, sig, bg, SNR_BOX)
+        m.update(map_metrics(ref["raw"], restored, float(m["voxel_size"]), truth=ref["truth"]))
+    for name, vol in (("raw", ref["raw"]), ("restored", restored)):
+        m[f"snr_db_{name}"] = snr.snr_db(vol, ref["signal"], ref["background"], SNR_BOX)
     return result
 
 
@@ -112,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rerun rows that already have results")
     args = p.parse_args(argv)
 
-    results = {row: add_posthoc_metrics(run_row(row, args), row_dir(row, args), args) for row in args.rows}
+    runs = {row: run_row(row, args) for row in args.rows}
+    ref = load_reference(Path(args.data))
+    results = {row: add_posthoc_metrics(r, row_dir(row, args), ref) for row, r in runs.items()}
     print()
     print("| method | network | loss | PSNR (dB) | FSC=0.5 (1/vox) | FSC=0.143 (1/vox) | mid-band FSC | "
           "mid-band amplitude | wedge corr | SSIM | SNR (dB) | params | epochs | train time (s) |")
