@@ -92,13 +92,14 @@ def test_saved_model_predicts_identically_after_reload(dataset, tmp_path):
 
 
 def test_wedge_methods_train_and_refill(dataset, tmp_path):
-    res = train(_cfg(dataset, tmp_path / "dd", method="deepdewedge", epochs=2, refill_every=1, n_subtomos=12),
-                progress=False)
+    # crops of 8 → boxes of 16 (ceil(√3·8)+2): three box edges fit the 64-voxel y axis of the split
+    res = train(_cfg(dataset, tmp_path / "dd", method="deepdewedge", epochs=3, refill_every=1, n_subtomos=12,
+                     subtomo_size=8), progress=False)
     assert all(np.isfinite(h["val_loss"]) for h in res.history)
     ck = torch.load(tmp_path / "dd" / CHECKPOINT, weights_only=False)
-    assert ck["train_filled"] is not None and ck["train_filled"].shape[-1] == 30  # ceil(√3·16)+2 → 30
+    assert ck["train_filled"] is not None and ck["train_filled"].shape[-1] == 16
     iso = train(_cfg(dataset, tmp_path / "iso", method="isonet", odd=None, loss="l1", epochs=2, n_subtomos=12,
-                     noise_levels=[0.1], noise_epochs=[1]), progress=False)
+                     subtomo_size=8, noise_levels=[0.1], noise_epochs=[1]), progress=False)
     assert len(iso.history) == 2 and json.loads((tmp_path / "iso" / "config.json").read_text())["odd"] is None
 
 

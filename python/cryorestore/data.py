@@ -11,6 +11,12 @@ Conventions: volumes are float32 (z, y, x); sizes and positions are in voxels.
   (above 1e-6 × their median). This skips flat empty margins (e.g. the zero padding outside a
   reconstructed slab) but keeps every region with structure or noise.
 * A volume thinner than the box along an axis is reflect-padded to the box size along that axis.
+* Validation is spatially disjoint from training (as in cryoCARE): in each tomogram a slab at the far
+  end of its longer in-plane axis (y, or x when x is longer) is held out, at least one box edge thick
+  (``val_fraction`` of the axis when that is more). Validation boxes are drawn only inside the slab;
+  training boxes end at least ``gap`` voxels (default: one box edge) before it, so no validation
+  voxel lies in, or next to, a training box (:class:`SlabSplit`). An axis shorter than
+  ``2 · box + gap`` cannot be split and is an input error.
 * Normalisation: one mean and standard deviation over all input volumes (all halves of all
   datasets); boxes are stored as ``(v − mean) / std`` and the statistics go into the model
   directory so that predictions come back in the input's grey scale.
@@ -18,6 +24,7 @@ Conventions: volumes are float32 (z, y, x); sizes and positions are in voxels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -105,32 +112,105 @@ def sampling_mask(volume: np.ndarray, box: int, min_std_percentile: float = 5.0)
     return allowed
 
 
+@dataclass(frozen=True)
+class SlabSplit:
+    """Where one tomogram's training and validation boxes may lie (voxels of the padded volume).
+
+    Along ``axis`` (1 = y, 2 = x): training boxes lie entirely in ``[0, train_stop)``, validation
+    boxes entirely in ``[val_start, n)``; ``val_start − train_stop`` is the gap (≥ one box edge).
+    """
+
+    axis: int
+    train_stop: int
+    val_start: int
+
+    def describe(self) -> str:
+        a = "zyx"[self.axis]
+        return f"training boxes in {a} < {self.train_stop}, validation boxes in {a} >= {self.val_start}"
+
+
+def slab_split(shape: Sequence[int], box: int, val_fraction: float, gap: int | None = None) -> SlabSplit:
+    """Hold out the far end of the longer in-plane axis of a (z, y, x) ``shape`` (see module docstring)."""
+    gap = int(box) if gap is None else int(gap)
+    if gap < 0:
+        raise InputError(f"the gap between training and validation boxes must be >= 0, got {gap}")
+    axis = 1 if shape[1] >= shape[2] else 2
+    n = int(shape[axis])
+    width = max(int(box), math.ceil(val_fraction * n))
+    val_start = n - width
+    train_stop = val_start - gap
+    if train_stop < box:
+        raise InputError(f"a tomogram of {tuple(int(s) for s in shape)} voxels is too small for a disjoint "
+                         f"validation slab: boxes of {box} voxels need {2 * box + gap} voxels along "
+                         f"{'zyx'[axis]} (training box, gap of {gap}, validation box); use a smaller "
+                         f"--subtomo-size or a bigger tomogram")
+    return SlabSplit(axis, train_stop, val_start)
+
+
+def _region_mask(mask: np.ndarray, box: int, axis: int, lo: int, hi: int) -> np.ndarray:
+    """Allowed centres of ``mask`` whose box (corner = centre − box // 2) lies inside [lo, hi) along ``axis``.
+
+    When the local-contrast criterion leaves no centre in the region, every geometrically allowed
+    centre of the region is kept (the region must not go empty because it is flat).
+    """
+    region = np.zeros(mask.shape, dtype=bool)
+    sl: list[slice] = [slice(None)] * 3
+    sl[axis] = slice(lo + box // 2, hi - box + box // 2 + 1)
+    region[tuple(sl)] = True
+    keep = mask & region
+    if keep.any():
+        return keep
+    geometric = np.zeros(mask.shape, dtype=bool)
+    lo_c = box // 2
+    geometric[tuple(slice(lo_c, n - (box - lo_c) + 1) for n in mask.shape)] = True
+    return geometric & region
+
+
+def _share(total: int, counts: np.ndarray) -> np.ndarray:
+    """Split ``total`` boxes among datasets in proportion to ``counts`` (the remainder to the largest)."""
+    share = np.floor(total * counts / counts.sum()).astype(int)
+    share[np.argmax(counts)] += total - share.sum()
+    return share
+
+
+def _draw_corners(mask: np.ndarray, k: int, box: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` box corners (k, 3) whose centres are drawn uniformly among the ``mask`` voxels."""
+    idx = np.flatnonzero(mask)
+    pick = rng.choice(idx, size=int(k), replace=idx.size < k)
+    return np.stack(np.unravel_index(pick, mask.shape), axis=1) - box // 2
+
+
 @dataclass
 class SubtomoSet:
     """Sampled boxes: ``train`` (N, C, E, E, E) and ``val`` (M, C, E, E, E) float32, normalised.
 
     ``C`` is 2 (even, odd) for paired data and 1 for single-map data. ``positions`` holds one row
-    (dataset index, z, y, x corner in the padded volume) per box, training boxes first.
+    (dataset index, z, y, x corner in the padded volume) per box, training boxes first; ``splits``
+    one :class:`SlabSplit` per dataset.
     """
 
     train: np.ndarray
     val: np.ndarray
     positions: np.ndarray
     normalization: Normalization
+    splits: list[SlabSplit]
 
 
 class SubtomoSampler:
     """Draw paired subtomograms of size ``box`` at the same positions in the half tomograms.
 
     ``evens`` and ``odds`` are lists of (z, y, x) arrays (one per dataset; ``odds`` may be ``None``
-    for single-map training). ``n_subtomos`` boxes are drawn in total, shared among datasets in
-    proportion to their number of allowed centres; ``val_fraction`` of them (at least 1) are held out
-    for validation. Deterministic for a given ``seed``.
+    for single-map training). ``n_subtomos`` boxes are drawn in total; ``val_fraction`` of them (at
+    least 1) are validation boxes drawn inside each tomogram's held-out slab, the rest training boxes
+    drawn outside it (``gap`` voxels away, default one box edge; see :func:`slab_split`). Both are
+    shared among datasets in proportion to their number of allowed centres. Deterministic for a given
+    ``seed``.
     """
 
     def __init__(self, evens: Sequence[np.ndarray], odds: Sequence[np.ndarray] | None, box: int,
                  n_subtomos: int = 200, val_fraction: float = 0.1, seed: int = 0,
-                 min_std_percentile: float = 5.0, normalization: Normalization | None = None) -> None:
+                 min_std_percentile: float = 5.0, normalization: Normalization | None = None,
+                 gap: int | None = None) -> None:
         if len(evens) == 0:
             raise InputError("at least one tomogram is needed for training")
         if odds is not None and len(odds) != len(evens):
@@ -152,39 +232,39 @@ class SubtomoSampler:
         self.val_fraction = float(val_fraction)
         self.seed = int(seed)
         self.min_std_percentile = float(min_std_percentile)
+        self.gap = gap
         vols = self.evens + ([] if self.odds is None else self.odds)
         self.normalization = normalization or compute_normalization(vols)
 
     def sample(self) -> SubtomoSet:
         rng = np.random.default_rng([self.seed, 0x5ab])
-        norm = self.normalization
+        norm, b = self.normalization, self.box
         padded: list[list[np.ndarray]] = []
-        masks = []
+        train_masks, val_masks, splits = [], [], []
         for i, e in enumerate(self.evens):
             halves = [e] if self.odds is None else [e, self.odds[i]]
-            halves = [norm.apply(pad_to_box(h, self.box)) for h in halves]
+            halves = [norm.apply(pad_to_box(h, b)) for h in halves]
             padded.append(halves)
-            masks.append(sampling_mask(np.mean(halves, axis=0), self.box, self.min_std_percentile))
-        counts = np.array([m.sum() for m in masks], dtype=np.float64)
-        share = np.floor(self.n_subtomos * counts / counts.sum()).astype(int)
-        share[np.argmax(counts)] += self.n_subtomos - share.sum()
-        rows = []
-        for i, (m, k) in enumerate(zip(masks, share)):
-            if k <= 0:
-                continue
-            idx = np.flatnonzero(m)
-            pick = rng.choice(idx, size=int(k), replace=idx.size < k)
-            centres = np.stack(np.unravel_index(pick, m.shape), axis=1)
-            corners = centres - self.box // 2
-            rows.extend((i, *c) for c in corners)
-        positions = np.asarray(rows, dtype=np.int64)
-        positions = positions[rng.permutation(len(positions))]
-        n_val = max(1, int(round(self.val_fraction * len(positions))))
-        n_val = min(n_val, len(positions) - 1)
-        b = self.box
+            mask = sampling_mask(np.mean(halves, axis=0), b, self.min_std_percentile)
+            split = slab_split(mask.shape, b, self.val_fraction, self.gap)
+            splits.append(split)
+            train_masks.append(_region_mask(mask, b, split.axis, 0, split.train_stop))
+            val_masks.append(_region_mask(mask, b, split.axis, split.val_start, mask.shape[split.axis]))
+        n_val = min(max(1, int(round(self.val_fraction * self.n_subtomos))), self.n_subtomos - 1)
+        groups = []
+        for masks, total in ((train_masks, self.n_subtomos - n_val), (val_masks, n_val)):
+            rows = []
+            counts = np.array([m.sum() for m in masks], dtype=np.float64)
+            for i, (m, k) in enumerate(zip(masks, _share(total, counts))):
+                if k > 0:
+                    rows.extend((i, *c) for c in _draw_corners(m, int(k), b, rng))
+            rows_arr = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+            groups.append(rows_arr[rng.permutation(len(rows_arr))])
+        positions = np.concatenate(groups)
         boxes = np.empty((len(positions), len(padded[0]), b, b, b), dtype=np.float32)
         for j, (i, z, y, x) in enumerate(positions):
             for c, h in enumerate(padded[i]):
                 boxes[j, c] = h[z:z + b, y:y + b, x:x + b]
-        order = np.r_[n_val:len(positions), 0:n_val]
-        return SubtomoSet(train=boxes[n_val:], val=boxes[:n_val], positions=positions[order], normalization=norm)
+        n_train = len(groups[0])
+        return SubtomoSet(train=boxes[:n_train], val=boxes[n_train:], positions=positions, normalization=norm,
+                          splits=splits)

@@ -6,7 +6,8 @@ and return a scalar tensor. Frequencies are in cycles/voxel; shells follow :mod:
 (shell ``k`` at ``k / min(Z, Y, X)`` cycles/voxel, ``k = 0 … min//2``, width one frequency index).
 
 Loss specs for :func:`build_loss`: ``l1``, ``l2``, ``fsc`` or a ``+``-joined combination with optional
-weights, e.g. ``l2+fsc``, ``l2+0.5*fsc``, ``0.1*l1+fsc``.
+weights, e.g. ``l2+fsc``, ``l2+0.5*fsc``, ``0.1*l1+fsc``. Training refuses ``fsc`` alone
+(:func:`check_training_loss`): the FSC does not see a shell's amplitude, so it could drift.
 """
 
 from __future__ import annotations
@@ -212,6 +213,25 @@ def build_loss(spec: str, **options: Any) -> nn.Module:
     if len(terms) == 1 and terms[0][0] == 1.0:
         return make(terms[0][1])
     return CombinedLoss([(w, name, make(name)) for w, name in terms])
+
+
+def check_training_loss(spec: str) -> None:
+    """Raise InputError for a spec that cannot train a network: bad syntax, or FSC terms only.
+
+    The FSC is invariant to scaling each shell of the prediction, so ``fsc`` alone (or ``2*fsc``)
+    leaves every shell's amplitude free to drift; combined with a voxel loss (``l2+fsc``, as the
+    benchmark uses) the amplitudes are pinned.
+    """
+    names = {name for _, name in parse_loss_spec(spec)}
+    if names == {"fsc"}:
+        raise InputError(f"--loss {spec} alone leaves each shell's amplitude free (the FSC ignores scale); "
+                         "use l2+fsc")
+
+
+def build_training_loss(spec: str, **options: Any) -> nn.Module:
+    """:func:`build_loss` for training: refuses specs :func:`check_training_loss` rejects."""
+    check_training_loss(spec)
+    return build_loss(spec, **options)
 
 
 # --------------------------------------------------------------------------------------------

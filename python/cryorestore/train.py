@@ -1,11 +1,16 @@
 """Training loop shared by all methods: AdamW, LR schedule, AMP on CUDA, clipping, validation, checkpoints.
 
 One *epoch* is one pass over the training boxes in random order (seeded per epoch, so a resumed
-run draws the same batches as an uninterrupted one). After each epoch the validation loss is
-computed on the held-out boxes with fixed augmentations (same rotations every epoch), the last
-state is written to ``OUT/checkpoint.pt`` (model, optimizer, scheduler, epoch, history, RNG states,
-refilled boxes) and, when the validation loss improved, the model directory ``OUT/`` is updated
-with the best weights (see :mod:`cryorestore.modeldir`).
+run draws the same batches as an uninterrupted one). The run lasts ``epochs`` epochs, fewer when
+``max_steps`` optimiser steps are reached first (the LR schedule spans the epochs actually planned),
+and stops early when the validation loss has not improved for ``patience`` epochs; the last line
+of the log says which of the three ended it. After each epoch the validation loss is computed on
+the held-out boxes (a slab of each tomogram disjoint from the training boxes, see
+:mod:`cryorestore.data`) with the method's fixed validation batches (same rotations every epoch,
+unrefilled boxes, so the target never moves), the last state is written to ``OUT/checkpoint.pt``
+(model, optimizer, scheduler, epoch, history, RNG states, refilled boxes) and, when the validation
+loss improved, the model directory ``OUT/`` is updated with the best weights (see
+:mod:`cryorestore.modeldir`).
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cryorestore import io, modeldir
 from cryorestore.data import SubtomoSampler
 from cryorestore.errors import InputError
 from cryorestore.methods import METHOD_NAMES, get_method
+from cryorestore.methods.base import TrainingMethod
+from cryorestore.progress import is_live, progress_bar
 
 CHECKPOINT = "checkpoint.pt"
 # options that must match for --resume to continue the same run
@@ -62,6 +68,9 @@ class TrainConfig:
     refill_every: int | None = None  # deepdewedge/isonet: None → method default (10 / 1)
     noise_levels: list[float] = field(default_factory=list)  # isonet noise schedule
     noise_epochs: list[int] = field(default_factory=list)
+    max_steps: int | None = None  # optimiser-step budget; None: only ``epochs`` limits the run
+    patience: int | None = None  # stop after this many epochs without a better validation loss
+    preset: str | None = None  # the --preset the options came from (recorded, not used)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -88,11 +97,16 @@ class TrainConfig:
             raise InputError(f"--lr must be > 0, got {self.lr}")
         if self.odd is not None and len(self.odd) != len(self.even):
             raise InputError(f"got {len(self.even)} --even and {len(self.odd)} --odd volumes; give them in pairs")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InputError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.patience is not None and self.patience < 1:
+            raise InputError(f"--patience must be at least 1 epoch, got {self.patience}")
 
 
 @dataclass
 class TrainResult:
-    """History (one dict per epoch: epoch, train_loss, val_loss, lr, seconds), best epoch, wall time (s)."""
+    """History (one dict per epoch: epoch, train_loss, val_loss, lr, seconds), best epoch, wall time (s),
+    and why training stopped (one sentence)."""
 
     history: list[dict[str, float]]
     best_epoch: int
@@ -100,6 +114,7 @@ class TrainResult:
     seconds: float
     model_dir: str
     n_parameters: int
+    stop_reason: str = ""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,8 +141,33 @@ def load_volumes(config: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray
     return evens, odds, float(voxel)
 
 
-def _scheduler(opt: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    n = config.epochs
+def plan_epochs(config: TrainConfig, n_train: int) -> tuple[int, bool]:
+    """(epochs to run, whether the step budget rather than ``epochs`` sets it) for ``n_train`` boxes.
+
+    One epoch takes ``ceil(n_train / batch_size)`` steps; the budget is rounded up to whole epochs.
+    """
+    steps_per_epoch = max(1, math.ceil(n_train / config.batch_size))
+    if config.max_steps is None:
+        return config.epochs, False
+    by_steps = max(1, math.ceil(config.max_steps / steps_per_epoch))
+    return (by_steps, True) if by_steps < config.epochs else (config.epochs, False)
+
+
+def stop_reason(epoch: int, n_epochs: int, by_steps: bool, best_epoch: int, config: TrainConfig,
+                steps: int) -> str | None:
+    """Why training ends after ``epoch`` (0-based), or None to go on."""
+    if config.patience is not None and epoch - best_epoch >= config.patience:
+        return (f"stopped early after epoch {epoch + 1}: the validation loss has not improved for "
+                f"{config.patience} epochs (best: epoch {best_epoch + 1})")
+    if epoch + 1 >= n_epochs:
+        if by_steps:
+            return f"stopped after epoch {epoch + 1}: the step budget of {config.max_steps} steps is spent ({steps} steps)"
+        return f"stopped after epoch {epoch + 1}: all {n_epochs} epochs done ({steps} steps)"
+    return None
+
+
+def _scheduler(opt: torch.optim.Optimizer, n: int, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch LR factor over ``n`` planned epochs."""
     if config.lr_schedule == "cosine":
         fn = lambda e: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(e, n) / n))  # noqa: E731
     elif config.lr_schedule == "step":
@@ -137,7 +177,7 @@ def _scheduler(opt: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.l
     return torch.optim.lr_scheduler.LambdaLR(opt, fn)
 
 
-def _method(config: TrainConfig):
+def _method(config: TrainConfig) -> TrainingMethod:
     opts: dict[str, Any] = dict(loss=config.loss, tilt_range=tuple(config.tilt_range), crop=config.subtomo_size,
                                 wedge_weight=config.wedge_weight, noise_levels=config.noise_levels,
                                 noise_epochs=config.noise_epochs)
@@ -154,15 +194,40 @@ def _autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
-def _run_epoch(model, method, data, filled, idx, batch_size, rng, device, config, opt=None, scaler=None,
-               desc="", progress=True) -> float:
+def _optimizer_step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer, scaler,
+                    grad_clip: float) -> None:
+    """Backward pass, gradient clipping (``grad_clip`` > 0) and one optimiser step (scaled with ``scaler``)."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+    else:
+        loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+
+
+def _run_epoch(model, method: TrainingMethod, data, filled, idx, batch_size, rng, device, config, opt=None,
+               scaler=None, desc="", progress=True) -> float:
+    """Mean loss over the boxes ``data[idx]``: a training epoch with ``opt``, a validation pass without.
+
+    Validation batches come from :meth:`TrainingMethod.validation_batch` (fixed targets), training
+    batches from :meth:`TrainingMethod.make_batch` with the refilled boxes ``filled`` (or None).
+    """
     total, count = 0.0, 0
-    bar = tqdm(range(0, len(idx), batch_size), desc=desc, leave=False, disable=not progress, unit="batch")
+    bar = progress_bar(range(0, len(idx), batch_size), desc=desc, leave=False, enabled=progress, unit="batch")
     for s in bar:
         sel = idx[s:s + batch_size]
         raw = data[sel]
-        fil = None if filled is None else filled[sel]
-        inp, tgt, ctx = method.make_batch(raw, rng, fil)
+        if opt is None:
+            inp, tgt, ctx = method.validation_batch(raw, rng)
+        else:
+            inp, tgt, ctx = method.make_batch(raw, rng, None if filled is None else filled[sel])
         with torch.set_grad_enabled(opt is not None):
             with _autocast(device, config.amp):
                 pred = model(inp)
@@ -170,19 +235,7 @@ def _run_epoch(model, method, data, filled, idx, batch_size, rng, device, config
         if not torch.isfinite(loss):
             raise RuntimeError("training diverged (loss is not finite); lower --lr")
         if opt is not None:
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            if scaler is not None:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
+            _optimizer_step(loss, model, opt, scaler, config.grad_clip)
         total += float(loss.detach()) * len(sel)
         count += len(sel)
         bar.set_postfix(loss=f"{total / count:.4g}")
@@ -227,21 +280,23 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
     del evens, odds
     train_t = torch.from_numpy(subs.train).to(device)
     val_t = torch.from_numpy(subs.val).to(device)
-    refills = getattr(method, "refill_every", 0) or 0
+    refills = method.refill_every
     train_f = train_t.clone() if refills else None
-    val_f = val_t.clone() if refills else None
+    n_epochs, by_steps = plan_epochs(config, len(train_t))
+    steps_per_epoch = math.ceil(len(train_t) / config.batch_size)
 
     torch.manual_seed(config.seed)
     model = modeldir.build_network(config.to_dict()).to(device)
     n_params = count_parameters(model)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = _scheduler(opt, config)
+    sched = _scheduler(opt, n_epochs, config)
     scaler = None
     if device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported():
         scaler = torch.amp.GradScaler("cuda")
     history: list[dict[str, float]] = []
     best_val, best_epoch, start = math.inf, -1, 0
     elapsed0 = 0.0
+    reason = None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -251,26 +306,25 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
         elapsed0 = float(ckpt.get("seconds", 0.0))
         if train_f is not None and ckpt.get("train_filled") is not None:
             train_f = ckpt["train_filled"].to(device)
-            val_f = ckpt["val_filled"].to(device)
         torch.set_rng_state(ckpt["torch_rng"])
-        if start >= config.epochs:
-            print(f"checkpoint already has {start} epochs (asked for {config.epochs}); nothing to do")
+        reason = stop_reason(start - 1, n_epochs, by_steps, best_epoch, config, start * steps_per_epoch)
+        if reason is not None:
+            print(f"checkpoint after epoch {start} already met its end; nothing to do", flush=True)
 
-    print(f"{config.method} / {config.model} ({n_params:,} parameters) / loss {config.loss}: "
-          f"{len(train_t)} training + {len(val_t)} validation boxes of {extract}³ → crops of {config.subtomo_size}³, "
-          f"device {device}", flush=True)
+    _log_start(config, subs, n_params, extract, device, n_epochs, steps_per_epoch)
     # The model directory records every option of the network (defaults included), so that a later
     # release with different defaults still rebuilds this exact architecture from config.json.
     model_config = config.to_dict() | {"extract_size": extract, "n_parameters": n_params, "voxel_size": voxel,
                                        "tilt_range": list(config.tilt_range),
                                        "model_options": dict(model.options)}
+    live = is_live(progress)
     t0 = time.perf_counter()
-    bar = tqdm(range(start, config.epochs), desc="epochs", disable=not progress, unit="epoch", initial=start,
-               total=config.epochs)
+    epochs = range(start, n_epochs) if reason is None else range(0)
+    bar = progress_bar(epochs, desc="epochs", enabled=progress, unit="epoch", leave=True, interval=None,
+                       initial=start, total=n_epochs)
     for epoch in bar:
         te = time.perf_counter()
-        if hasattr(method, "start_epoch"):
-            method.start_epoch(epoch)
+        method.start_epoch(epoch)
         model.train()
         rng = np.random.default_rng([config.seed, epoch])
         idx = torch.as_tensor(rng.permutation(len(train_t)), device=device)
@@ -278,35 +332,59 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
                         desc=f"epoch {epoch + 1}", progress=progress)
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        model.eval()
-        with torch.no_grad():
-            vrng = np.random.default_rng([config.seed, 2**31 - 1])
-            vidx = torch.arange(len(val_t), device=device)
-            vl = _run_epoch(model, method, val_t, val_f, vidx, config.batch_size, vrng, device, config,
-                            desc="validation", progress=progress)
+        vl = _validate(model, method, val_t, device, config, progress)
         improved = vl < best_val
         if improved:
             best_val, best_epoch = vl, epoch
             modeldir.save_model_dir(out, model, model_config | {"best_epoch": epoch, "best_val_loss": vl},
                                     subs.normalization)
-        if refills and (epoch + 1) % refills == 0 and epoch + 1 < config.epochs:
+        reason = stop_reason(epoch, n_epochs, by_steps, best_epoch, config, (epoch + 1) * steps_per_epoch)
+        if refills and (epoch + 1) % refills == 0 and reason is None:
             method.refill(model, train_t, train_f, config.batch_size)
-            method.refill(model, val_t, val_f, config.batch_size)
         history.append({"epoch": epoch, "train_loss": tl, "val_loss": vl, "lr": lr,
                         "seconds": time.perf_counter() - te})
         bar.set_postfix(train=f"{tl:.4g}", val=f"{vl:.4g}", best=best_epoch + 1)
-        if not progress:
-            print(f"epoch {epoch + 1}/{config.epochs}: train {tl:.5g}  val {vl:.5g}{'  (best)' if improved else ''}  "
+        if not live:
+            print(f"epoch {epoch + 1}/{n_epochs}: train {tl:.5g}  val {vl:.5g}{'  (best)' if improved else ''}  "
                   f"{history[-1]['seconds']:.0f} s", flush=True)
         _save_checkpoint(ckpt_path, model, opt, sched, epoch, history, best_val, best_epoch, config,
-                         train_f, val_f, elapsed0 + time.perf_counter() - t0)
+                         train_f, elapsed0 + time.perf_counter() - t0)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history[-1])
+        if reason is not None:
+            break
     seconds = elapsed0 + time.perf_counter() - t0
-    return TrainResult(history, best_epoch, float(best_val), seconds, str(out), n_params)
+    reason = reason or "stopped: no epoch left to run"
+    print(reason, flush=True)
+    return TrainResult(history, best_epoch, float(best_val), seconds, str(out), n_params, reason)
 
 
-def _save_checkpoint(path: Path, model, opt, sched, epoch, history, best_val, best_epoch, config, train_f, val_f,
+def _validate(model: torch.nn.Module, method: TrainingMethod, val_t: torch.Tensor, device: torch.device,
+              config: TrainConfig, progress: bool) -> float:
+    """Mean validation loss on the held-out boxes, with the same augmentations every epoch."""
+    model.eval()
+    with torch.no_grad():
+        vrng = np.random.default_rng([config.seed, 2**31 - 1])
+        vidx = torch.arange(len(val_t), device=device)
+        return _run_epoch(model, method, val_t, None, vidx, config.batch_size, vrng, device, config,
+                          desc="validation", progress=progress)
+
+
+def _log_start(config: TrainConfig, subs, n_params: int, extract: int, device: torch.device, n_epochs: int,
+               steps_per_epoch: int) -> None:
+    """One line on what is trained, one on the split, one on the schedule."""
+    print(f"{config.method} / {config.model} ({n_params:,} parameters) / loss {config.loss}: "
+          f"{len(subs.train)} training + {len(subs.val)} validation boxes of {extract}³ → crops of "
+          f"{config.subtomo_size}³, device {device}", flush=True)
+    print("disjoint validation: " + "; ".join(f"tomogram {i + 1}: {sp.describe()}" for i, sp in enumerate(subs.splits)),
+          flush=True)
+    budget = f", step budget {config.max_steps}" if config.max_steps is not None else ""
+    patience = f", patience {config.patience} epochs" if config.patience is not None else ""
+    print(f"schedule: up to {n_epochs} epochs of {steps_per_epoch} steps (batch {config.batch_size}){budget}{patience}",
+          flush=True)
+
+
+def _save_checkpoint(path: Path, model, opt, sched, epoch, history, best_val, best_epoch, config, train_f,
                      seconds) -> None:
     state = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -318,7 +396,6 @@ def _save_checkpoint(path: Path, model, opt, sched, epoch, history, best_val, be
         "best_epoch": best_epoch,
         "config": config.to_dict(),
         "train_filled": None if train_f is None else train_f.cpu(),
-        "val_filled": None if val_f is None else val_f.cpu(),
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": np.random.get_state(),
         "seconds": seconds,

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from cryorestore import fourier
 from cryorestore.errors import InputError
+from cryorestore.methods.base import Batch, TrainingMethod, even_odd_inputs
 
 
 def wedge_masks(shape: Sequence[int], tilt_range: tuple[float, float], rotations: torch.Tensor | None,
@@ -107,15 +108,16 @@ def refill_wedge(model: torch.nn.Module, original: torch.Tensor, filled: torch.T
     model.train(was_training)
 
 
-class DeepDeWedge:
+class DeepDeWedge(TrainingMethod):
     """Masked Noise2Noise on randomly rotated half-set boxes with an artificial second wedge."""
 
     name = "deepdewedge"
     paired = "required"
+    default_loss = "l2"
 
     def __init__(self, loss: str = "l2", tilt_range: tuple[float, float] = (-60.0, 60.0),
                  crop: int = 32, wedge_weight: float = 2.0, refill_every: int = 10, **_: Any) -> None:
-        from cryorestore.losses import build_loss
+        from cryorestore.losses import build_training_loss
 
         fourier.check_tilt_range(*tilt_range)
         if wedge_weight < 0:
@@ -125,13 +127,13 @@ class DeepDeWedge:
         self.crop = int(crop)
         self.wedge_weight = float(wedge_weight)
         self.refill_every = int(refill_every)
-        self.criterion = None if loss == "l2" else build_loss(loss)
+        self.criterion = None if loss == "l2" else build_training_loss(loss)
 
     def extract_size(self, crop: int) -> int:
         return extract_size_for_rotation(crop)
 
     def make_batch(self, raw: torch.Tensor, rng: np.random.Generator,
-                   filled: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                   filled: torch.Tensor | None = None) -> Batch:
         if raw.ndim != 5 or raw.shape[1] != 2:
             raise InputError("deepdewedge needs even and odd half tomograms (give --odd)")
         src = raw if filled is None else filled
@@ -146,6 +148,13 @@ class DeepDeWedge:
         inp = fourier.apply_fourier_mask(both[:, :1], wedge).contiguous()
         tgt = both[:, 1:].contiguous()
         return inp, tgt, {"wedge": wedge.view(1, 1, *wedge.shape), "rot_wedge": rot_wedge.unsqueeze(1)}
+
+    def validation_batch(self, raw: torch.Tensor, rng: np.random.Generator) -> Batch:
+        """Input from the unrefilled half (not the refilled store), target the raw other half: fixed."""
+        return self.make_batch(raw, rng)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Nothing depends on the epoch (refills are scheduled by the trainer)."""
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor, ctx: dict) -> torch.Tensor:
         pred = pred.float()
@@ -163,4 +172,4 @@ class DeepDeWedge:
     @staticmethod
     def prediction_inputs(even: np.ndarray, odd: np.ndarray | None) -> Sequence[np.ndarray]:
         """The mean of f(even) and f(odd); f(v) alone when only one volume is given."""
-        return (even,) if odd is None else (even, odd)
+        return even_odd_inputs(even, odd)

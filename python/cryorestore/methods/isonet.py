@@ -26,20 +26,22 @@ import torch
 
 from cryorestore import fourier
 from cryorestore.errors import InputError
+from cryorestore.methods.base import Batch, TrainingMethod, even_odd_inputs
 from cryorestore.methods.deepdewedge import (extract_size_for_rotation, random_rotations_torch,
                                              refill_wedge, rotate_and_crop, wedge_masks)
 
 
-class IsoNet:
+class IsoNet(TrainingMethod):
     """Wedge filling by learning to undo an artificial second wedge on rotated, refilled boxes."""
 
     name = "isonet"
     paired = "optional"
+    default_loss = "l1"
 
     def __init__(self, loss: str = "l1", tilt_range: tuple[float, float] = (-60.0, 60.0), crop: int = 32,
                  refill_every: int = 1, noise_levels: Sequence[float] = (), noise_epochs: Sequence[int] = (),
                  **_: Any) -> None:
-        from cryorestore.losses import build_loss
+        from cryorestore.losses import build_training_loss
 
         fourier.check_tilt_range(*tilt_range)
         if len(noise_levels) != len(noise_epochs):
@@ -47,7 +49,7 @@ class IsoNet:
         if any(n < 0 for n in noise_levels):
             raise InputError("noise levels must be >= 0")
         self.loss_spec = loss
-        self.criterion = build_loss(loss)
+        self.criterion = build_training_loss(loss)
         self.tilt_range = (float(tilt_range[0]), float(tilt_range[1]))
         self.crop = int(crop)
         self.refill_every = int(refill_every)
@@ -70,7 +72,16 @@ class IsoNet:
         return level
 
     def make_batch(self, raw: torch.Tensor, rng: np.random.Generator,
-                   filled: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                   filled: torch.Tensor | None = None) -> Batch:
+        """Training batch: inputs and targets from the refilled boxes, noise added per the schedule."""
+        return self._batch(raw, rng, filled, self.noise_level())
+
+    def validation_batch(self, raw: torch.Tensor, rng: np.random.Generator) -> Batch:
+        """Input and target from the unrefilled boxes and no added noise, so the target never moves."""
+        return self._batch(raw, rng, None, 0.0)
+
+    def _batch(self, raw: torch.Tensor, rng: np.random.Generator, filled: torch.Tensor | None,
+               level: float) -> Batch:
         if raw.ndim != 5 or raw.shape[1] not in (1, 2):
             raise InputError("isonet expects boxes of one map or of an even/odd pair")
         src = raw if filled is None else filled
@@ -88,7 +99,6 @@ class IsoNet:
         tgt = rotated[:, -1:].contiguous()
         wedge = wedge_masks((self.crop,) * 3, self.tilt_range, None, dev)
         inp = fourier.apply_fourier_mask(rotated[:, :1], wedge)
-        level = self.noise_level()
         if level > 0:
             noise = torch.as_tensor(rng.standard_normal(inp.shape), dtype=inp.dtype, device=dev)
             noise = fourier.apply_fourier_mask(noise, wedge)
@@ -105,4 +115,4 @@ class IsoNet:
     @staticmethod
     def prediction_inputs(even: np.ndarray, odd: np.ndarray | None) -> Sequence[np.ndarray]:
         """f(v) of the single map, or the mean of f(even) and f(odd) in joint mode."""
-        return (even,) if odd is None else (even, odd)
+        return even_odd_inputs(even, odd)

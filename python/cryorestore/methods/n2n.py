@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cryorestore.errors import InputError
+from cryorestore.methods.base import Batch, TrainingMethod, even_odd_inputs
 
 
 def rotate90_about_y(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -26,24 +27,25 @@ def rotate90_about_y(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class Noise2Noise:
+class Noise2Noise(TrainingMethod):
     """cryoCARE-style even ↔ odd training with 90° rotations about the tilt axis."""
 
     name = "n2n"
     paired = "required"
-    refill_every = 0
+    default_loss = "l2"
 
     def __init__(self, loss: str = "l2", rotate: bool = True, **_: Any) -> None:
-        from cryorestore.losses import build_loss
+        from cryorestore.losses import build_training_loss
 
         self.loss_spec = loss
-        self.criterion = build_loss(loss)
+        self.criterion = build_training_loss(loss)
         self.rotate = rotate
+        self.refill_every = 0
 
     def extract_size(self, crop: int) -> int:
         return int(crop)
 
-    def make_batch(self, raw: torch.Tensor, rng: np.random.Generator, filled: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def make_batch(self, raw: torch.Tensor, rng: np.random.Generator, filled: torch.Tensor | None = None) -> Batch:
         if raw.ndim != 5 or raw.shape[1] != 2:
             raise InputError("n2n needs even and odd half tomograms (give --odd)")
         b = raw.shape[0]
@@ -55,10 +57,20 @@ class Noise2Noise:
             inp, tgt = rotate90_about_y(inp, k), rotate90_about_y(tgt, k)
         return inp.contiguous(), tgt.contiguous(), {}
 
+    def validation_batch(self, raw: torch.Tensor, rng: np.random.Generator) -> Batch:
+        """The training pairing (targets are the raw other half, which never changes)."""
+        return self.make_batch(raw, rng)
+
     def loss(self, pred: torch.Tensor, target: torch.Tensor, ctx: dict) -> torch.Tensor:
         return self.criterion(pred, target)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Nothing depends on the epoch."""
+
+    def refill(self, model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor, batch_size: int = 8) -> None:
+        """Noise2Noise has no missing wedge to refill (``refill_every`` is 0, so this is never called)."""
 
     @staticmethod
     def prediction_inputs(even: np.ndarray, odd: np.ndarray | None) -> Sequence[np.ndarray]:
         """cryoCARE: the mean of f(even) and f(odd); f(v) alone when only one volume is given."""
-        return (even,) if odd is None else (even, odd)
+        return even_odd_inputs(even, odd)

@@ -1,0 +1,75 @@
+"""Training presets: one table of option values, sized by optimiser steps, that ``--preset`` selects.
+
+* ``quick``: a small U-Net (8 base channels, one convolution per block) on 32³ crops for 1,000
+  steps of 8 boxes. Sized so that ``make demo`` (simulate, train, restore and evaluate a 64×256×256
+  tomogram) ends well inside 10 minutes on 2 CPU cores: the same network took about 0.3 s per step
+  there, and restoring and evaluating the volume under a minute. Wedge methods refill every 10
+  epochs (each refill predicts every stored box).
+* ``standard`` (the default): the networks' own, paper-sized options; crops of 64³ for n2n and 48³
+  (boxes of 86³ before rotation) for the wedge methods; 20,000 steps (the order of cryoCARE's
+  default schedule); bf16 autocast on GPUs that support it. Meant for a GPU: on a CPU it runs for
+  many hours.
+
+Both stop early when the validation loss has not improved for ``patience`` epochs. Every value is
+a :class:`cryorestore.train.TrainConfig` field; a value may depend on the method (a dict keyed by
+method name) and ``model_options`` on the network (keyed by model name). Options given explicitly
+on the command line override the preset's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryorestore.errors import InputError
+
+PRESET_NAMES = ("quick", "standard")
+DEFAULT_PRESET = "standard"
+
+_WEDGE = ("deepdewedge", "isonet")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "model_options": {"unet": {"base_channels": 8, "convs_per_block": 1}},
+        "subtomo_size": 32,
+        "n_subtomos": {"n2n": 256, "deepdewedge": 128, "isonet": 128},
+        "batch_size": 8,
+        "lr": 3e-3,
+        "max_steps": 1000,
+        "epochs": 500,
+        "patience": 10,
+        "refill_every": {m: 10 for m in _WEDGE},
+        "amp": True,
+    },
+    "standard": {
+        "model_options": {},
+        "subtomo_size": {"n2n": 64, "deepdewedge": 48, "isonet": 48},
+        "n_subtomos": {"n2n": 1000, "deepdewedge": 300, "isonet": 300},
+        "batch_size": {"n2n": 16, "deepdewedge": 8, "isonet": 8},
+        "lr": 4e-4,
+        "max_steps": 20000,
+        "epochs": 2000,
+        "patience": 20,
+        "refill_every": {},
+        "amp": True,
+    },
+}
+
+
+def preset_values(name: str, method: str, model: str) -> dict[str, Any]:
+    """The TrainConfig values preset ``name`` gives ``method`` with network ``model``.
+
+    Per-method entries missing from a dict (e.g. ``refill_every`` for n2n) are left out, so the
+    TrainConfig default applies.
+    """
+    if name not in PRESETS:
+        raise InputError(f"unknown preset '{name}'; choose one of {', '.join(PRESET_NAMES)}")
+    out: dict[str, Any] = {}
+    for key, value in PRESETS[name].items():
+        if key == "model_options":
+            out[key] = dict(value.get(model, {}))
+        elif isinstance(value, dict):
+            if method in value:
+                out[key] = value[method]
+        else:
+            out[key] = value
+    return out
