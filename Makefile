@@ -3,14 +3,14 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 TORCH_VERSION ?= 2.13.0
 DEMO_DIR ?= demo_run
-DEMO_EPOCHS ?= 40
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-all bench bench-simulate bench-native clean help container
 
 help:
 	@echo "make setup   install torch ($(TORCH_VERSION), CPU build unless one is present), the package and test tools"
-	@echo "make demo    simulate a dataset in $(DEMO_DIR)/ and report what restoration did"
+	@echo "make demo    simulate a dataset in $(DEMO_DIR)/, restore it (--preset quick), print raw / Gaussian / restored"
 	@echo "make test    run the test suite (slow tests excluded; make test-all runs them too)"
 	@echo "make container  build the GPU container (apptainer/singularity .sif, else docker image $(IMAGE))"
 
@@ -25,8 +25,7 @@ demo:
 	$(PYTHON) -m cryorestore fsc $(DEMO_DIR)/data/even.mrc $(DEMO_DIR)/data/odd.mrc --out $(DEMO_DIR)/fsc_even_odd.csv
 	$(PYTHON) -m cryorestore denoise --even $(DEMO_DIR)/data/even.mrc --odd $(DEMO_DIR)/data/odd.mrc \
 		--raw $(DEMO_DIR)/data/full.mrc --truth $(DEMO_DIR)/data/ground_truth.mrc --out-dir $(DEMO_DIR)/n2n \
-		--method n2n --model unet --model-option base_channels=8 --model-option convs_per_block=1 --loss l2 \
-		--epochs $(DEMO_EPOCHS) --subtomo-size 32 --n-subtomos 128 --batch-size 8 --lr 3e-3 --seed 0 --device cpu
+		--method n2n --preset quick --seed 0 --device cpu $(DEMO_ARGS)
 
 test:
 	$(PYTHON) -m pytest -m "not slow and not cuda" $(PYTEST_ARGS)

@@ -7,6 +7,11 @@ import json
 
 from cryorestore.cli.common import add_device_option, add_seed_option, positive, tilt_range
 from cryorestore.errors import InputError
+from cryorestore.presets import DEFAULT_PRESET, PRESET_NAMES
+
+# options a preset sets unless they are given explicitly (argparse default None = not given)
+_PRESET_OPTIONS = ("epochs", "max_steps", "patience", "batch_size", "subtomo_size", "n_subtomos", "lr",
+                   "refill_every")
 
 NAME = "train"
 HELP = "train a restoration network on even/odd half tomograms; writes a model directory"
@@ -33,27 +38,42 @@ def add_train_arguments(p: argparse.ArgumentParser, with_out: bool = True) -> No
     p.add_argument("--model", default="unet", help="network: unet, msdnet, scunet, swinunetr (default: unet)")
     p.add_argument("--model-option", action="append", type=_model_option, default=[], metavar="KEY=VALUE",
                    help="network option (JSON value), e.g. --model-option base_channels=16; repeatable")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULT_PRESET,
+                   help="option set sized by optimiser steps: quick (small U-Net, minutes on a CPU) or standard "
+                        "(paper-sized networks and schedule, for a GPU); options given explicitly override it "
+                        f"(default: {DEFAULT_PRESET})")
     p.add_argument("--loss", default=None,
-                   help="l1, l2, fsc or a sum like l2+fsc (default: l2; l1 for isonet as in IsoNet)")
+                   help="l1, l2 or a sum like l2+fsc; fsc alone is refused, it leaves shell amplitudes free "
+                        "(default: l2; l1 for isonet, as benchmarked)"),
     p.add_argument("--tilt-range", nargs=2, type=float, default=[-60.0, 60.0], metavar=("MIN", "MAX"),
                    help="tilt range of the data in degrees (default: -60 60)")
-    p.add_argument("--epochs", type=positive(int), default=20, help="passes over the training boxes (default: 20)")
-    p.add_argument("--batch-size", type=positive(int), default=8, help="boxes per step (default: 8)")
-    p.add_argument("--subtomo-size", type=positive(int), default=64, help="training crop edge in voxels (default: 64)")
-    p.add_argument("--n-subtomos", type=positive(int), default=200,
-                   help="boxes drawn from all tomograms together, 10%% held out for validation (default: 200)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of boxes held out (default: 0.1)")
-    p.add_argument("--lr", type=positive(float), default=4e-4, help="AdamW learning rate (default: 4e-4)")
+    p.add_argument("--epochs", type=positive(int), default=None,
+                   help="at most this many passes over the training boxes (default: the preset's)")
+    p.add_argument("--max-steps", type=positive(int), default=None,
+                   help="optimiser-step budget, rounded up to whole epochs (default: the preset's)")
+    p.add_argument("--patience", type=positive(int), default=None,
+                   help="stop after this many epochs without a better validation loss (default: the preset's)")
+    p.add_argument("--batch-size", type=positive(int), default=None, help="boxes per step (default: the preset's)")
+    p.add_argument("--subtomo-size", type=positive(int), default=None,
+                   help="training crop edge in voxels (default: the preset's)")
+    p.add_argument("--n-subtomos", type=positive(int), default=None,
+                   help="boxes drawn from all tomograms together (default: the preset's)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of boxes held out, drawn from a slab of each tomogram that no training box comes "
+                        "within one box edge of (default: 0.1)")
+    p.add_argument("--lr", type=positive(float), default=None, help="AdamW learning rate (default: the preset's)")
     p.add_argument("--lr-schedule", choices=("cosine", "step", "constant"), default="cosine",
                    help="learning-rate schedule over the epochs (default: cosine)")
     p.add_argument("--wedge-weight", type=float, default=2.0,
                    help="deepdewedge: weight of the missing-wedge term of the loss (default: 2)")
     p.add_argument("--refill-every", type=positive(int), default=None,
-                   help="deepdewedge/isonet: refill the inputs' missing wedge every N epochs (default: 10 / 1)")
+                   help="deepdewedge/isonet: refill the inputs' missing wedge every N epochs "
+                        "(default: the preset's, else 10 / 1)")
     p.add_argument("--noise-schedule", nargs="*", default=[], metavar="EPOCH:LEVEL",
                    help="isonet: add wedge-filtered noise of LEVEL×std to the input from EPOCH on, e.g. 5:0.1 10:0.2")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the model directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (bars are live on a terminal, one line per epoch in a file or pipe)")
     add_seed_option(p)
     add_device_option(p)
     if with_out:
@@ -79,34 +99,54 @@ def config_from_args(args: argparse.Namespace, out: str):
             levels.append(float(lv))
         except ValueError:
             raise InputError(f"--noise-schedule item '{item}' is not EPOCH:LEVEL") from None
-    loss = args.loss or ("l1" if args.method == "isonet" else "l2")
-    from cryorestore.losses import parse_loss_spec
+    from cryorestore.losses import check_training_loss
+    from cryorestore.methods import method_class
 
-    parse_loss_spec(loss)  # one-line InputError for a bad spec, before any work
+    loss = args.loss or method_class(args.method).default_loss
+    check_training_loss(loss)  # one-line InputError for a bad or drifting spec, before any work
     from cryorestore.models import MODEL_NAMES
 
     if args.model not in MODEL_NAMES:
         raise InputError(f"--model {args.model} is unknown; choose one of {', '.join(MODEL_NAMES)}")
+    chosen = resolve_preset(args)
     return TrainConfig(
         even=[str(e) for e in args.even], odd=None if args.odd is None else [str(o) for o in args.odd], out=str(out),
-        method=args.method, model=args.model, model_options=dict(args.model_option), loss=loss, tilt_range=tr,
-        subtomo_size=args.subtomo_size, n_subtomos=args.n_subtomos, val_fraction=args.val_fraction,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed,
-        device=args.device, wedge_weight=args.wedge_weight, refill_every=args.refill_every,
-        noise_levels=levels, noise_epochs=epochs)
+        method=args.method, model=args.model, loss=loss, tilt_range=tr, val_fraction=args.val_fraction,
+        lr_schedule=args.lr_schedule, seed=args.seed, device=args.device, wedge_weight=args.wedge_weight,
+        noise_levels=levels, noise_epochs=epochs, preset=args.preset, **chosen)
+
+
+def resolve_preset(args: argparse.Namespace) -> dict:
+    """TrainConfig values from ``--preset``, overridden by every option given explicitly.
+
+    ``--model-option`` entries are merged into the preset's options for the chosen network.
+    """
+    from cryorestore.presets import preset_values
+
+    values = preset_values(args.preset, args.method, args.model)
+    for key in _PRESET_OPTIONS:
+        given = getattr(args, key)
+        if given is not None:
+            values[key] = given
+    values["model_options"] = values.get("model_options", {}) | dict(args.model_option)
+    return values
 
 
 def run_training(args: argparse.Namespace, out: str):
-    from cryorestore.cli.common import seed_everything
+    from cryorestore.cli.common import resolve_device, seed_everything
     from cryorestore.train import train
 
     cfg = config_from_args(args, out)
     seed_everything(cfg.seed)
+    if cfg.preset == "standard" and resolve_device(cfg.device).type == "cpu":
+        print(f"note: preset standard ({cfg.max_steps} steps of a paper-sized network) is meant for a GPU; "
+              "on this CPU use --preset quick for a run of minutes", flush=True)
     res = train(cfg, progress=not args.no_progress, resume=args.resume)
     last = res.history[-1] if res.history else {}
     print(f"trained {len(res.history)} epochs in {res.seconds:.1f} s; best validation loss "
           f"{res.best_val_loss:.5g} at epoch {res.best_epoch + 1}; last train/val "
-          f"{last.get('train_loss', float('nan')):.5g}/{last.get('val_loss', float('nan')):.5g}; model in {res.model_dir}")
+          f"{last.get('train_loss', float('nan')):.5g}/{last.get('val_loss', float('nan')):.5g}; model in {res.model_dir}; "
+          f"{res.stop_reason}")
     return cfg, res
 
 
