@@ -195,3 +195,28 @@ def test_half_precision_predictions_are_upcast(pair):
         half = float(losses.build_loss(spec)(a.bfloat16(), b))
         full = float(losses.build_loss(spec)(a.bfloat16().float(), b))
         assert half == pytest.approx(full, rel=1e-6)
+
+
+def test_training_refuses_fsc_alone_and_points_to_l2_plus_fsc():
+    from cryorestore.losses import build_training_loss, check_training_loss
+    from cryorestore.methods import get_method
+
+    for spec in ("fsc", "2*fsc", "fsc+0.5*fsc"):
+        with pytest.raises(InputError, match="use l2\\+fsc"):
+            check_training_loss(spec)
+    for name in ("n2n", "isonet", "deepdewedge"):
+        with pytest.raises(InputError, match="l2\\+fsc"):
+            get_method(name, loss="fsc")
+    for spec in ("l2+fsc", "l1", "l2", "0.1*l1+fsc"):
+        check_training_loss(spec)
+    assert isinstance(build_training_loss("l2+fsc"), torch.nn.Module)
+    # why: the FSC loss does not change when one shell of the prediction is scaled
+    rng = np.random.default_rng(0)
+    t = torch.from_numpy(rng.normal(size=(1, 1, 12, 12, 12)))
+    p = t + 0.5 * torch.from_numpy(rng.normal(size=t.shape))
+    spec = torch.fft.rfftn(p, dim=(-3, -2, -1))
+    shell = fourier.shell_index((12, 12, 12), rfft=True) == 3
+    p2 = torch.fft.irfftn(torch.where(shell, 5.0 * spec, spec), s=(12, 12, 12), dim=(-3, -2, -1))
+    fsc_loss, l2 = losses.build_loss("fsc"), losses.build_loss("l2")
+    assert float(fsc_loss(p2, t)) == pytest.approx(float(fsc_loss(p, t)), abs=1e-9)
+    assert float(l2(p2, t)) > float(l2(p, t))

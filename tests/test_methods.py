@@ -198,3 +198,46 @@ def test_isonet_joint_mode_uses_other_half_as_target():
         t_src = a[b] if swap[b] else a[b] + 3.0
         rt = geometry.rotate_volume(t_src, rot[b], order=1, cval=0.0)[s:s + crop, s:s + crop, s:s + crop]
         np.testing.assert_allclose(tgt[b, 0].numpy(), rt, atol=3e-4)
+
+
+def test_every_method_implements_the_contract_and_the_trainer_does_not_probe():
+    import inspect
+
+    from cryorestore import train as train_mod
+    from cryorestore.methods import method_class
+    from cryorestore.methods.base import TrainingMethod
+
+    for name in METHOD_NAMES:
+        cls = method_class(name)
+        assert issubclass(cls, TrainingMethod) and not inspect.isabstract(cls)
+        assert cls.name == name and cls.paired in ("required", "optional", "single")
+        m = get_method(name, loss=cls.default_loss, crop=8)
+        assert isinstance(m.refill_every, int) and m.refill_every >= 0
+    src = inspect.getsource(train_mod)
+    assert "hasattr(" not in src and "getattr(" not in src
+
+
+def test_fixed_validation_batches_ignore_refills_and_noise_schedule():
+    crop = 8
+    m = get_method("isonet", loss="l1", tilt_range=TILT, crop=crop, noise_levels=[0.5], noise_epochs=[1])
+    e = m.extract_size(crop)
+    rng = np.random.default_rng(4)
+    raw = torch.from_numpy(rng.normal(size=(3, 1, e, e, e))).float()
+    m.start_epoch(0)
+    first = m.validation_batch(raw, np.random.default_rng(9))
+    m.start_epoch(5)  # noise on from epoch 1: training batches change, validation must not
+    later = m.validation_batch(raw, np.random.default_rng(9))
+    torch.testing.assert_close(first[0], later[0])
+    torch.testing.assert_close(first[1], later[1])
+    noisy, _, _ = m.make_batch(raw, np.random.default_rng(9))
+    assert not torch.allclose(noisy, later[0])
+    # the unrefilled target: the same as a training batch at noise level 0 without refilled boxes
+    m.start_epoch(0)
+    clean = m.make_batch(raw, np.random.default_rng(9), filled=raw + 1.0)  # refilled boxes differ
+    assert not torch.allclose(clean[1], first[1])
+    dd = get_method("deepdewedge", loss="l2", tilt_range=TILT, crop=crop)
+    pair = torch.from_numpy(rng.normal(size=(2, 2, e, e, e))).float()
+    v = dd.validation_batch(pair, np.random.default_rng(3))
+    t = dd.make_batch(pair, np.random.default_rng(3), None)
+    torch.testing.assert_close(v[0], t[0])
+    torch.testing.assert_close(v[1], t[1])

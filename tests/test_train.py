@@ -2,6 +2,7 @@
 reload to identical predictions, and the train/denoise CLI reports bad input with exit code 2."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from cryorestore.cli import main
 from cryorestore.data import compute_normalization
 from cryorestore.modeldir import load_model_dir, save_model_dir
 from cryorestore.predict import predict_volume, restore
-from cryorestore.train import CHECKPOINT, TrainConfig, train
+from cryorestore.train import CHECKPOINT, TrainConfig, plan_epochs, stop_reason, train
 
 TINY = {"base_channels": 4, "depth": 2, "convs_per_block": 1}
 
@@ -72,6 +73,33 @@ def test_resume_continues_from_saved_epoch_like_an_uninterrupted_run(dataset, tm
         train(_cfg(dataset, tmp_path / "b", epochs=4, n_subtomos=12, lr=1e-2), progress=False, resume=True)
 
 
+def test_epoch_plan_and_stop_reasons():
+    here = Path(".")
+    cfg = _cfg(here, "m", epochs=50, batch_size=4, max_steps=30, patience=3)
+    assert plan_epochs(cfg, 10) == (10, True)  # 3 steps per epoch: 30 steps in 10 epochs
+    assert plan_epochs(cfg, 9) == (10, True)  # 3 steps per epoch (last batch short)
+    assert plan_epochs(_cfg(here, "m", epochs=5, batch_size=4, max_steps=1000), 10) == (5, False)
+    assert plan_epochs(_cfg(here, "m", epochs=5, batch_size=4), 10) == (5, False)
+    assert stop_reason(4, 10, True, 3, cfg, 15) is None
+    assert "not improved for 3 epochs (best: epoch 2)" in stop_reason(4, 10, True, 1, cfg, 15)
+    assert "step budget of 30 steps" in stop_reason(9, 10, True, 9, cfg, 30)
+    assert "all 10 epochs done" in stop_reason(9, 10, False, 9, cfg, 30)
+
+
+def test_step_budget_and_patience_end_training_and_say_why(dataset, tmp_path, capsys):
+    res = train(_cfg(dataset, tmp_path / "s", epochs=50, n_subtomos=12, max_steps=7), progress=False)
+    # 11 training boxes in batches of 4: 3 steps per epoch, 7 steps → 3 epochs
+    assert len(res.history) == 3 and "step budget of 7 steps" in res.stop_reason
+    assert capsys.readouterr().out.strip().splitlines()[-1] == res.stop_reason
+    # a learning rate too small to move the loss: no improvement after the first epoch
+    res = train(_cfg(dataset, tmp_path / "p", epochs=50, n_subtomos=12, lr=1e-12, patience=2), progress=False)
+    assert "has not improved for 2 epochs" in res.stop_reason
+    assert len(res.history) == res.best_epoch + 3
+    again = train(_cfg(dataset, tmp_path / "p", epochs=50, n_subtomos=12, lr=1e-12, patience=2), progress=False,
+                  resume=True)
+    assert len(again.history) == len(res.history)  # a resumed run that already met its end trains no more
+
+
 def test_saved_model_predicts_identically_after_reload(dataset, tmp_path):
     train(_cfg(dataset, tmp_path / "m", epochs=1), progress=False)
     loaded = load_model_dir(tmp_path / "m")
@@ -111,9 +139,11 @@ def test_denoise_cli_end_to_end(dataset, tmp_path, capsys):
                "--model-option", "base_channels=4", "--model-option", "depth=2", "--no-progress", "--tile", "32"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "PSNR" in text and "restored" in text
+    assert "PSNR" in text and "restored" in text and "gaussian" in text
+    assert "stopped after epoch 1" in text
     rep = json.loads((out / "metrics.json").read_text())
-    for k in ("psnr_raw", "psnr_restored", "fsc05_raw", "fsc05_restored", "wedge_corr_raw", "wedge_corr_restored"):
+    assert rep["gaussian_baseline"]["sigma_voxels"] > 0
+    for k in ("psnr_raw", "psnr_gaussian", "psnr_restored", "fsc05_raw", "fsc05_restored", "wedge_corr_raw", "wedge_corr_restored"):
         assert np.isfinite(rep["metrics"][k])
     assert rep["training"]["epochs"] == 1 and (out / "model" / "weights.pt").is_file()
     assert io.read_mrc(out / "restored.mrc").voxel_size == pytest.approx(io.read_mrc(dataset / "even.mrc").voxel_size)
