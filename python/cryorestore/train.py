@@ -246,8 +246,9 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
           on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train ``config.method`` on the configured maps; write the model directory ``config.out``.
 
-    ``resume`` continues from ``OUT/checkpoint.pt`` (same options required; ``epochs`` may grow, which
-    stretches the LR schedule from there on). ``on_epoch_end(epoch, record)`` is called after each
+    ``resume`` continues from ``OUT/checkpoint.pt`` (same options required; ``epochs`` and
+    ``max_steps`` may grow, which stretches the LR schedule from there on; a run that already ended
+    by patience or budget trains no more). ``on_epoch_end(epoch, record)`` is called after each
     epoch's checkpoint is written (e.g. for logging, or to stop a run early by raising).
     """
     from cryorestore.models import count_parameters

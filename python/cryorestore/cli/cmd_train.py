@@ -44,24 +44,21 @@ def add_train_arguments(p: argparse.ArgumentParser, with_out: bool = True) -> No
                         f"(default: {DEFAULT_PRESET})")
     p.add_argument("--loss", default=None,
                    help="l1, l2 or a sum like l2+fsc; fsc alone is refused, it leaves shell amplitudes free "
-                        "(default: l2; l1 for isonet, as benchmarked)"),
+                        "(default: l2; l1 for isonet, as benchmarked)")
     p.add_argument("--tilt-range", nargs=2, type=float, default=[-60.0, 60.0], metavar=("MIN", "MAX"),
                    help="tilt range of the data in degrees (default: -60 60)")
-    p.add_argument("--epochs", type=positive(int), default=None,
-                   help="at most this many passes over the training boxes (default: the preset's)")
-    p.add_argument("--max-steps", type=positive(int), default=None,
-                   help="optimiser-step budget, rounded up to whole epochs (default: the preset's)")
-    p.add_argument("--patience", type=positive(int), default=None,
-                   help="stop after this many epochs without a better validation loss (default: the preset's)")
-    p.add_argument("--batch-size", type=positive(int), default=None, help="boxes per step (default: the preset's)")
-    p.add_argument("--subtomo-size", type=positive(int), default=None,
-                   help="training crop edge in voxels (default: the preset's)")
-    p.add_argument("--n-subtomos", type=positive(int), default=None,
-                   help="boxes drawn from all tomograms together (default: the preset's)")
+    for flag, kind, text in (
+            ("--epochs", int, "at most this many passes over the training boxes"),
+            ("--max-steps", int, "optimiser-step budget, rounded up to whole epochs"),
+            ("--patience", int, "stop after this many epochs without a better validation loss"),
+            ("--batch-size", int, "boxes per step"),
+            ("--subtomo-size", int, "training crop edge in voxels"),
+            ("--n-subtomos", int, "boxes drawn from all tomograms together"),
+            ("--lr", float, "AdamW learning rate")):
+        p.add_argument(flag, type=positive(kind), default=None, help=f"{text} (default: the preset's)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of boxes held out, drawn from a slab of each tomogram that no training box comes "
                         "within one box edge of (default: 0.1)")
-    p.add_argument("--lr", type=positive(float), default=None, help="AdamW learning rate (default: the preset's)")
     p.add_argument("--lr-schedule", choices=("cosine", "step", "constant"), default="cosine",
                    help="learning-rate schedule over the epochs (default: cosine)")
     p.add_argument("--wedge-weight", type=float, default=2.0,
