@@ -341,7 +341,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
                                     subs.normalization)
         reason = stop_reason(epoch, n_epochs, by_steps, best_epoch, config, (epoch + 1) * steps_per_epoch)
         if refills and (epoch + 1) % refills == 0 and reason is None:
-            method.refill(model, train_t, train_f, config.batch_size)
+            method.refill(model, train_t, train_f, config.batch_size, progress=progress)
         history.append({"epoch": epoch, "train_loss": tl, "val_loss": vl, "lr": lr,
                         "seconds": time.perf_counter() - te})
         bar.set_postfix(train=f"{tl:.4g}", val=f"{vl:.4g}", best=best_epoch + 1)

@@ -72,7 +72,7 @@ class TrainingMethod(abc.ABC):
 
     @abc.abstractmethod
     def refill(self, model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor,
-               batch_size: int = 8) -> None:
+               batch_size: int = 8, progress: bool = True) -> None:
         """In place: refill ``filled`` (N, C, E, E, E) from ``original`` with the model (only called when
         ``refill_every > 0``)."""
 

@@ -91,13 +91,17 @@ def run_model_padded(model: torch.nn.Module, x: torch.Tensor, multiple: int = 16
 
 @torch.no_grad()
 def refill_wedge(model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor,
-                 tilt_range: tuple[float, float], batch_size: int = 8, multiple: int = 16) -> None:
+                 tilt_range: tuple[float, float], batch_size: int = 8, multiple: int = 16,
+                 progress: bool = True) -> None:
     """In place: ``filled`` (N, C, E, E, E) ← F⁻¹(M·F(original) + (1−M)·F(model(filled))) per channel."""
+    from cryorestore.progress import progress_bar
+
     was_training = model.training
     model.eval()
     dev = filled.device
     m = wedge_masks(original.shape[-3:], tilt_range, None, dev)
-    for i in range(0, filled.shape[0], batch_size):
+    for i in progress_bar(range(0, filled.shape[0], batch_size), desc="refilling the wedge", unit="batch",
+                          enabled=progress, leave=False):
         for c in range(filled.shape[1]):
             cur = filled[i:i + batch_size, c:c + 1]
             pred = run_model_padded(model, cur, multiple).float()
@@ -166,8 +170,9 @@ class DeepDeWedge(TrainingMethod):
         return self.criterion(fourier.apply_fourier_mask(pred, ctx["rot_wedge"]),
                               fourier.apply_fourier_mask(target, ctx["rot_wedge"]))
 
-    def refill(self, model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor, batch_size: int = 8) -> None:
-        refill_wedge(model, original, filled, self.tilt_range, batch_size)
+    def refill(self, model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor, batch_size: int = 8,
+               progress: bool = True) -> None:
+        refill_wedge(model, original, filled, self.tilt_range, batch_size, progress=progress)
 
     @staticmethod
     def prediction_inputs(even: np.ndarray, odd: np.ndarray | None) -> Sequence[np.ndarray]:

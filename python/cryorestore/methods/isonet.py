@@ -109,8 +109,9 @@ class IsoNet(TrainingMethod):
     def loss(self, pred: torch.Tensor, target: torch.Tensor, ctx: dict) -> torch.Tensor:
         return self.criterion(pred.float(), target)
 
-    def refill(self, model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor, batch_size: int = 8) -> None:
-        refill_wedge(model, original, filled, self.tilt_range, batch_size)
+    def refill(self, model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor, batch_size: int = 8,
+               progress: bool = True) -> None:
+        refill_wedge(model, original, filled, self.tilt_range, batch_size, progress=progress)
 
     @staticmethod
     def prediction_inputs(even: np.ndarray, odd: np.ndarray | None) -> Sequence[np.ndarray]:

@@ -67,7 +67,8 @@ class Noise2Noise(TrainingMethod):
     def start_epoch(self, epoch: int) -> None:
         """Nothing depends on the epoch."""
 
-    def refill(self, model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor, batch_size: int = 8) -> None:
+    def refill(self, model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor, batch_size: int = 8,
+               progress: bool = True) -> None:
         """Noise2Noise has no missing wedge to refill (``refill_every`` is 0, so this is never called)."""
 
     @staticmethod
