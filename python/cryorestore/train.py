@@ -260,16 +260,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
         raise InputError(f"method {config.method} needs even and odd half tomograms: give --odd")
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT
-    ckpt = None
-    if resume:
-        if not ckpt_path.is_file():
-            raise InputError(f"--resume: no checkpoint in {out}; train without --resume first")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        old = ckpt["config"]
-        new = config.to_dict()
-        diff = [k for k in _RESUME_KEYS if json.dumps(old.get(k)) != json.dumps(new.get(k))]
-        if diff:
-            raise InputError(f"--resume: options differ from the checkpoint's ({', '.join(diff)}); use the same options")
+    ckpt = _load_resume_checkpoint(ckpt_path, config) if resume else None
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -358,6 +349,18 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
     reason = reason or "stopped: no epoch left to run"
     print(reason, flush=True)
     return TrainResult(history, best_epoch, float(best_val), seconds, str(out), n_params, reason)
+
+
+def _load_resume_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
+    """The checkpoint ``--resume`` continues from; an input error when absent or made with other options."""
+    if not path.is_file():
+        raise InputError(f"--resume: no checkpoint in {path.parent}; train without --resume first")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    old, new = ckpt["config"], config.to_dict()
+    diff = [k for k in _RESUME_KEYS if json.dumps(old.get(k)) != json.dumps(new.get(k))]
+    if diff:
+        raise InputError(f"--resume: options differ from the checkpoint's ({', '.join(diff)}); use the same options")
+    return ckpt
 
 
 def _validate(model: torch.nn.Module, method: TrainingMethod, val_t: torch.Tensor, device: torch.device,
