@@ -119,11 +119,13 @@ def test_saved_model_predicts_identically_after_reload(dataset, tmp_path):
     np.testing.assert_allclose(written.data, ref, atol=1e-5)
 
 
-def test_wedge_methods_train_and_refill(dataset, tmp_path):
+def test_wedge_methods_train_and_refill(dataset, tmp_path, capsys):
     # crops of 8 → boxes of 16 (ceil(√3·8)+2): three box edges fit the 64-voxel y axis of the split
     res = train(_cfg(dataset, tmp_path / "dd", method="deepdewedge", epochs=3, refill_every=1, n_subtomos=12,
                      subtomo_size=8), progress=False)
     assert all(np.isfinite(h["val_loss"]) for h in res.history)
+    # slab of one 16-voxel box at the end of y (64), training boxes one 8-voxel crop edge before it
+    assert "training boxes in y < 40, validation boxes in y >= 48" in capsys.readouterr().out
     ck = torch.load(tmp_path / "dd" / CHECKPOINT, weights_only=False)
     assert ck["train_filled"] is not None and ck["train_filled"].shape[-1] == 16
     iso = train(_cfg(dataset, tmp_path / "iso", method="isonet", odd=None, loss="l1", epochs=2, n_subtomos=12,

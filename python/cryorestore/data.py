@@ -14,8 +14,9 @@ Conventions: volumes are float32 (z, y, x); sizes and positions are in voxels.
 * Validation is spatially disjoint from training (as in cryoCARE): in each tomogram a slab at the far
   end of its longer in-plane axis (y, or x when x is longer) is held out, at least one box edge thick
   (``val_fraction`` of the axis when that is more). Validation boxes are drawn only inside the slab;
-  training boxes end at least ``gap`` voxels (default: one box edge) before it, so no validation
-  voxel lies in, or next to, a training box (:class:`SlabSplit`). An axis shorter than
+  training boxes end at least ``gap`` voxels (default: one box edge; the trainer passes the
+  training-crop edge, which for rotating methods is smaller than the box cut around it) before it,
+  so no validation voxel lies in, or next to, a training box (:class:`SlabSplit`). An axis shorter than
   ``2 · box + gap`` cannot be split and is an input error.
 * Normalisation: one mean and standard deviation over all input volumes (all halves of all
   datasets); boxes are stored as ``(v − mean) / std`` and the statistics go into the model

@@ -6,7 +6,8 @@
   there, and restoring and evaluating the volume under a minute. Wedge methods refill every 10
   epochs (each refill predicts every stored box).
 * ``standard`` (the default): the networks' own, paper-sized options; crops of 64³ for n2n and 48³
-  (boxes of 86³ before rotation) for the wedge methods; 20,000 steps (the order of cryoCARE's
+  (boxes of 86³ before rotation; with the held-out slab and its one-crop gap they need tomograms
+  at least 220 voxels long in y or x) for the wedge methods; 20,000 steps (the order of cryoCARE's
   default schedule); bf16 autocast on GPUs that support it. Meant for a GPU: on a CPU it runs for
   many hours.
 

@@ -266,8 +266,10 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
     np.random.seed(config.seed % 2**32)
     evens, odds, voxel = load_volumes(config)
     extract = method.extract_size(config.subtomo_size)
+    # gap: one training-crop edge (the box the network sees); rotating methods cut bigger boxes around it
     sampler = SubtomoSampler(evens, odds, extract, n_subtomos=config.n_subtomos, val_fraction=config.val_fraction,
-                             seed=config.seed, min_std_percentile=config.min_std_percentile)
+                             seed=config.seed, min_std_percentile=config.min_std_percentile,
+                             gap=config.subtomo_size)
     subs = sampler.sample()
     del evens, odds
     train_t = torch.from_numpy(subs.train).to(device)
@@ -384,7 +386,7 @@ def _log_start(config: TrainConfig, subs, n_params: int, extract: int, device: t
           flush=True)
     budget = f", step budget {config.max_steps}" if config.max_steps is not None else ""
     patience = f", patience {config.patience} epochs" if config.patience is not None else ""
-    print(f"schedule: up to {n_epochs} epochs of {steps_per_epoch} steps (batch {config.batch_size}){budget}{patience}",
+    print(f"schedule: up to {n_epochs} epoch{'s' * (n_epochs != 1)} of {steps_per_epoch} steps (batch {config.batch_size}){budget}{patience}",
           flush=True)
 
 

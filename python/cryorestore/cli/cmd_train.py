@@ -58,7 +58,7 @@ def add_train_arguments(p: argparse.ArgumentParser, with_out: bool = True) -> No
         p.add_argument(flag, type=positive(kind), default=None, help=f"{text} (default: the preset's)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of boxes held out, drawn from a slab of each tomogram that no training box comes "
-                        "within one box edge of (default: 0.1)")
+                        "within one crop edge (--subtomo-size) of (default: 0.1)")
     p.add_argument("--lr-schedule", choices=("cosine", "step", "constant"), default="cosine",
                    help="learning-rate schedule over the epochs (default: cosine)")
     p.add_argument("--wedge-weight", type=float, default=2.0,
