@@ -87,10 +87,15 @@ def test_epoch_plan_and_stop_reasons():
 
 
 def test_step_budget_and_patience_end_training_and_say_why(dataset, tmp_path, capsys):
-    res = train(_cfg(dataset, tmp_path / "s", epochs=50, n_subtomos=12, max_steps=7), progress=False)
+    res = train(_cfg(dataset, tmp_path / "s", epochs=50, n_subtomos=12, max_steps=7), progress=True)
     # 11 training boxes in batches of 4: 3 steps per epoch, 7 steps → 3 epochs
     assert len(res.history) == 3 and "step budget of 7 steps" in res.stop_reason
-    assert capsys.readouterr().out.strip().splitlines()[-1] == res.stop_reason
+    out = capsys.readouterr()
+    assert out.out.strip().splitlines()[-1] == res.stop_reason
+    # progress on, but not a terminal (as in a log file): plain lines, one per epoch, no bar updates
+    assert "\r" not in out.out + out.err
+    assert sum(line.startswith("epoch ") and "/3:" in line for line in out.out.splitlines()) == 3
+    assert len((out.out + out.err).splitlines()) <= 3 + 3 + 1 + 3 * 10  # header, epochs, reason, ≤1/min
     # a learning rate too small to move the loss: no improvement after the first epoch
     res = train(_cfg(dataset, tmp_path / "p", epochs=50, n_subtomos=12, lr=1e-12, patience=2), progress=False)
     assert "has not improved for 2 epochs" in res.stop_reason
