@@ -4,13 +4,19 @@ One *epoch* is one pass over the training boxes in random order (seeded per epoc
 run draws the same batches as an uninterrupted one). After each epoch the validation loss is
 computed on the held-out boxes with fixed augmentations (same rotations every epoch), the last
 state is written to ``OUT/checkpoint.pt`` (model, optimizer, scheduler, epoch, history, RNG states,
-refilled boxes) and, when the validation loss improved, the model directory ``OUT/`` is updated
-with the best weights (see :mod:`cryorestore.modeldir`).
+the name of the refilled-box file) and, when the validation loss improved, the model directory
+``OUT/`` is updated with the best weights (see :mod:`cryorestore.modeldir`).
+
+Memory: the boxes stay in host memory and go to the device one batch at a time
+(:mod:`cryorestore.boxes`). The refilled boxes of deepdewedge/isonet are written to their own file
+``OUT/refilled-eNNNN.pt`` only after a refill changed them; the checkpoint names that file.
+Several devices: under ``torchrun`` or ``cryorestore train --devices N`` the ranks train one model
+with DistributedDataParallel (see :mod:`cryorestore.distributed`); rank 0 writes every file.
+Precision: see :mod:`cryorestore.precision` (bf16 on GPUs with native bf16, else fp16 + GradScaler).
 """
 
 from __future__ import annotations
 
-import io as _io
 import json
 import math
 import time
@@ -22,10 +28,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cryorestore import io, modeldir
+from cryorestore import distributed, io, modeldir
+from cryorestore.boxes import HostBoxes, refilled_name, remove_stale_refills
 from cryorestore.data import SubtomoSampler
 from cryorestore.errors import InputError
 from cryorestore.methods import METHOD_NAMES, get_method
+from cryorestore.precision import Precision, training_precision
 
 CHECKPOINT = "checkpoint.pt"
 # options that must match for --resume to continue the same run
@@ -100,6 +108,7 @@ class TrainResult:
     seconds: float
     model_dir: str
     n_parameters: int
+    is_main: bool = True  # False on the ranks > 0 of a data-parallel run (they write and print nothing)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -146,36 +155,40 @@ def _method(config: TrainConfig):
     return get_method(config.method, **opts)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
-def _run_epoch(model, method, data, filled, idx, batch_size, rng, device, config, opt=None, scaler=None,
-               desc="", progress=True) -> float:
+def _run_epoch(model, method, data: HostBoxes, filled: HostBoxes | None, idx, batch_size, rng, device, config,
+               opt=None, precision: Precision | None = None, desc="", progress=True,
+               dctx: distributed.Context = distributed.SINGLE) -> float:
+    precision = precision or training_precision(device, enabled=False)
+    scaler = precision.scaler
     total, count = 0.0, 0
     bar = tqdm(range(0, len(idx), batch_size), desc=desc, leave=False, disable=not progress, unit="batch")
     for s in bar:
         sel = idx[s:s + batch_size]
-        raw = data[sel]
-        fil = None if filled is None else filled[sel]
-        inp, tgt, ctx = method.make_batch(raw, rng, fil)
+        # data parallel: augment the whole global batch (same draws on every rank), keep this rank's share
+        n_global = len(sel)
+        if opt is not None and not distributed.usable(n_global, dctx):
+            continue  # every rank must join each gradient all-reduce
+        raw = data.batch(sel)
+        fil = None if filled is None else filled.batch(sel)
+        part = distributed.share(n_global, dctx)
+        inp, tgt, ctx = distributed.shard_batch(method.make_batch(raw, rng, fil), n_global, part)
+        n_local = part.stop - part.start
+        if n_local == 0:
+            continue  # validation: a global batch smaller than the number of ranks
         with torch.set_grad_enabled(opt is not None):
-            with _autocast(device, config.amp):
+            with precision.autocast():
                 pred = model(inp)
             loss = method.loss(pred.float(), tgt, ctx)
         if not torch.isfinite(loss):
             raise RuntimeError("training diverged (loss is not finite); lower --lr")
         if opt is not None:
             opt.zero_grad(set_to_none=True)
+            step_loss = loss * distributed.grad_weight(n_local, n_global, dctx)
             if scaler is not None:
-                scaler.scale(loss).backward()
+                scaler.scale(step_loss).backward()
                 scaler.unscale_(opt)
             else:
-                loss.backward()
+                step_loss.backward()
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             if scaler is not None:
@@ -183,9 +196,10 @@ def _run_epoch(model, method, data, filled, idx, batch_size, rng, device, config
                 scaler.update()
             else:
                 opt.step()
-        total += float(loss.detach()) * len(sel)
-        count += len(sel)
+        total += float(loss.detach()) * n_local
+        count += n_local
         bar.set_postfix(loss=f"{total / count:.4g}")
+    total, count = distributed.all_sum([total, count], dctx, device)
     return total / max(count, 1)
 
 
@@ -201,6 +215,8 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
 
     config.validate()
     device = resolve_device(config.device)
+    dctx, device = distributed.setup(device)  # data parallel under torchrun / --devices N, else a no-op
+    progress = progress and dctx.is_main
     method = _method(config)
     if config.odd is None and method.paired == "required":
         raise InputError(f"method {config.method} needs even and odd half tomograms: give --odd")
@@ -225,20 +241,20 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
                              seed=config.seed, min_std_percentile=config.min_std_percentile)
     subs = sampler.sample()
     del evens, odds
-    train_t = torch.from_numpy(subs.train).to(device)
-    val_t = torch.from_numpy(subs.val).to(device)
+    train_t, val_t = HostBoxes(subs.train, device), HostBoxes(subs.val, device)  # host memory, batches to device
     refills = getattr(method, "refill_every", 0) or 0
     train_f = train_t.clone() if refills else None
     val_f = val_t.clone() if refills else None
+    refilled_file = None  # name of the file holding train_f/val_f, once a refill changed them
 
     torch.manual_seed(config.seed)
     model = modeldir.build_network(config.to_dict()).to(device)
     n_params = count_parameters(model)
+    net = distributed.wrap_model(model, dctx, device)  # what the optimizer steps through (DDP when several ranks)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = _scheduler(opt, config)
-    scaler = None
-    if device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported():
-        scaler = torch.amp.GradScaler("cuda")
+    precision = training_precision(device, config.amp)
+    scaler = precision.scaler
     history: list[dict[str, float]] = []
     best_val, best_epoch, start = math.inf, -1, 0
     elapsed0 = 0.0
@@ -249,21 +265,29 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
         history = list(ckpt["history"])
         best_val, best_epoch, start = ckpt["best_val_loss"], ckpt["best_epoch"], ckpt["epoch"] + 1
         elapsed0 = float(ckpt.get("seconds", 0.0))
-        if train_f is not None and ckpt.get("train_filled") is not None:
-            train_f = ckpt["train_filled"].to(device)
-            val_f = ckpt["val_filled"].to(device)
+        if train_f is not None and ckpt.get("refilled"):
+            refilled_file = ckpt["refilled"]
+            filled = torch.load(out / refilled_file, map_location="cpu", weights_only=True)
+            train_f, val_f = HostBoxes(filled["train"], device), HostBoxes(filled["val"], device)
+        elif train_f is not None and ckpt.get("train_filled") is not None:  # checkpoints before refilled-*.pt
+            train_f, val_f = HostBoxes(ckpt["train_filled"], device), HostBoxes(ckpt["val_filled"], device)
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["torch_rng"])
-        if start >= config.epochs:
+        if start >= config.epochs and dctx.is_main:
             print(f"checkpoint already has {start} epochs (asked for {config.epochs}); nothing to do")
 
-    print(f"{config.method} / {config.model} ({n_params:,} parameters) / loss {config.loss}: "
-          f"{len(train_t)} training + {len(val_t)} validation boxes of {extract}³ → crops of {config.subtomo_size}³, "
-          f"device {device}", flush=True)
+    if dctx.is_main:
+        ranks = f", {dctx.world_size} ranks (DistributedDataParallel, global batch {config.batch_size})" \
+            if dctx.active else ""
+        print(f"{config.method} / {config.model} ({n_params:,} parameters) / loss {config.loss}: "
+              f"{len(train_t)} training + {len(val_t)} validation boxes of {extract}³ → crops of "
+              f"{config.subtomo_size}³, device {device}, {precision.describe()}{ranks}", flush=True)
     # The model directory records every option of the network (defaults included), so that a later
     # release with different defaults still rebuilds this exact architecture from config.json.
     model_config = config.to_dict() | {"extract_size": extract, "n_parameters": n_params, "voxel_size": voxel,
                                        "tilt_range": list(config.tilt_range),
-                                       "model_options": dict(model.options)}
+                                       "model_options": dict(model.options), "world_size": dctx.world_size}
     t0 = time.perf_counter()
     bar = tqdm(range(start, config.epochs), desc="epochs", disable=not progress, unit="epoch", initial=start,
                total=config.epochs)
@@ -273,41 +297,59 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
             method.start_epoch(epoch)
         model.train()
         rng = np.random.default_rng([config.seed, epoch])
-        idx = torch.as_tensor(rng.permutation(len(train_t)), device=device)
-        tl = _run_epoch(model, method, train_t, train_f, idx, config.batch_size, rng, device, config, opt, scaler,
-                        desc=f"epoch {epoch + 1}", progress=progress)
+        idx = torch.as_tensor(rng.permutation(len(train_t)))
+        tl = _run_epoch(net, method, train_t, train_f, idx, config.batch_size, rng, device, config, opt, precision,
+                        desc=f"epoch {epoch + 1}", progress=progress, dctx=dctx)
         lr = opt.param_groups[0]["lr"]
         sched.step()
         model.eval()
         with torch.no_grad():
             vrng = np.random.default_rng([config.seed, 2**31 - 1])
-            vidx = torch.arange(len(val_t), device=device)
+            vidx = torch.arange(len(val_t))
             vl = _run_epoch(model, method, val_t, val_f, vidx, config.batch_size, vrng, device, config,
-                            desc="validation", progress=progress)
-        improved = vl < best_val
+                            precision=precision, desc="validation", progress=progress, dctx=dctx)
+        improved = vl < best_val  # vl is the all-ranks mean: every rank takes the same branch
         if improved:
             best_val, best_epoch = vl, epoch
-            modeldir.save_model_dir(out, model, model_config | {"best_epoch": epoch, "best_val_loss": vl},
-                                    subs.normalization)
+            if dctx.is_main:
+                modeldir.save_model_dir(out, model, model_config | {"best_epoch": epoch, "best_val_loss": vl},
+                                        subs.normalization)
         if refills and (epoch + 1) % refills == 0 and epoch + 1 < config.epochs:
-            method.refill(model, train_t, train_f, config.batch_size)
-            method.refill(model, val_t, val_f, config.batch_size)
+            refilled_file = _refill(method, model, (train_t, val_t), (train_f, val_f), config.batch_size, dctx,
+                                    device, out, epoch)
         history.append({"epoch": epoch, "train_loss": tl, "val_loss": vl, "lr": lr,
                         "seconds": time.perf_counter() - te})
         bar.set_postfix(train=f"{tl:.4g}", val=f"{vl:.4g}", best=best_epoch + 1)
-        if not progress:
+        if not progress and dctx.is_main:
             print(f"epoch {epoch + 1}/{config.epochs}: train {tl:.5g}  val {vl:.5g}{'  (best)' if improved else ''}  "
                   f"{history[-1]['seconds']:.0f} s", flush=True)
-        _save_checkpoint(ckpt_path, model, opt, sched, epoch, history, best_val, best_epoch, config,
-                         train_f, val_f, elapsed0 + time.perf_counter() - t0)
+        if dctx.is_main:
+            _save_checkpoint(ckpt_path, model, opt, sched, epoch, history, best_val, best_epoch, config,
+                             refilled_file, elapsed0 + time.perf_counter() - t0, scaler, dctx.world_size)
+            remove_stale_refills(out, refilled_file)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history[-1])
     seconds = elapsed0 + time.perf_counter() - t0
-    return TrainResult(history, best_epoch, float(best_val), seconds, str(out), n_params)
+    distributed.barrier(dctx)  # rank 0's files are complete before any rank returns
+    distributed.teardown(dctx)
+    return TrainResult(history, best_epoch, float(best_val), seconds, str(out), n_params, dctx.is_main)
 
 
-def _save_checkpoint(path: Path, model, opt, sched, epoch, history, best_val, best_epoch, config, train_f, val_f,
-                     seconds) -> None:
+def _refill(method, model, originals: tuple[HostBoxes, ...], filled: tuple[HostBoxes, ...], batch_size: int,
+            dctx: distributed.Context, device: torch.device, out: Path, epoch: int) -> str:
+    """Refill the boxes' missing wedge (each rank its share, then shared); rank 0 writes them; the file name."""
+    for orig, fil in zip(originals, filled):
+        part = distributed.share(len(orig), dctx)
+        method.refill(model, orig.data[part], fil.data[part], batch_size)
+        distributed.broadcast_rows(fil.data, dctx, device)
+    name = refilled_name(epoch)
+    if dctx.is_main:
+        distributed.atomic_save({"train": filled[0].data, "val": filled[1].data, "epoch": epoch}, out / name)
+    return name
+
+
+def _save_checkpoint(path: Path, model, opt, sched, epoch, history, best_val, best_epoch, config, refilled,
+                     seconds, scaler=None, world_size=1) -> None:
     state = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": opt.state_dict(),
@@ -317,13 +359,11 @@ def _save_checkpoint(path: Path, model, opt, sched, epoch, history, best_val, be
         "best_val_loss": best_val,
         "best_epoch": best_epoch,
         "config": config.to_dict(),
-        "train_filled": None if train_f is None else train_f.cpu(),
-        "val_filled": None if val_f is None else val_f.cpu(),
+        "refilled": refilled,  # file (in the same directory) with the refilled boxes, or None
+        "scaler": None if scaler is None else scaler.state_dict(),
+        "world_size": world_size,
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": np.random.get_state(),
         "seconds": seconds,
     }
-    buf = _io.BytesIO()
-    torch.save(state, buf)
-    with io.atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    distributed.atomic_save(state, path)
