@@ -184,15 +184,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(local_rank: int, world: int, port: int, fn: Callable[..., int], args: tuple, threads: int,
-            sys_path: list[str]) -> None:
-    sys.path[:] = sys_path
+def _worker(local_rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple, threads: int) -> None:
     os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        rc = int(fn(*args) or 0)
+        result = fn(*args)
+        rc = result if isinstance(result, int) else 0
     except InputError as exc:
         print(f"cryorestore: error (rank {local_rank}): {exc}", file=sys.stderr, flush=True)
         rc = 2
@@ -209,9 +208,10 @@ def check_devices(devices: int, device: torch.device) -> None:
                          f"lower --devices or set CUDA_VISIBLE_DEVICES")
 
 
-def launch(devices: int, device: torch.device, fn: Callable[..., int], *args: Any) -> int:
+def launch(devices: int, device: torch.device, fn: Callable[..., Any], *args: Any) -> int:
     """Run ``fn(*args)`` in ``devices`` new processes that form one process group; return an exit code.
 
+    A rank's exit code is ``fn``'s result when that is an int, else 0 (2 on :class:`InputError`).
     Each process gets ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_*`` as torchrun would set them
     (rendezvous on 127.0.0.1). ``fn`` and ``args`` must be picklable. On CPU the cores are split
     among the ranks. Exit code: 0, or the first failing rank's code (its siblings are stopped).
@@ -221,8 +221,7 @@ def launch(devices: int, device: torch.device, fn: Callable[..., int], *args: An
     check_devices(devices, device)
     threads = max(1, torch.get_num_threads() // devices) if device.type == "cpu" else 0
     try:
-        mp.spawn(_worker, args=(devices, free_port(), fn, args, threads, list(sys.path)), nprocs=devices,
-                 join=True)
+        mp.spawn(_worker, args=(devices, free_port(), fn, args, threads), nprocs=devices, join=True)
     except mp.ProcessExitedException as exc:
         return int(exc.exit_code) if exc.exit_code and exc.exit_code > 0 else 1
     except mp.ProcessRaisedException as exc:
