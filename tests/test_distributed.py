@@ -16,26 +16,13 @@ from cryorestore import distributed
 from cryorestore.cli import main
 from cryorestore.distributed import Context, grad_weight, launch, share, shard_batch, usable
 from cryorestore.modeldir import load_model_dir
-from cryorestore.train import CHECKPOINT, TrainConfig, train
-
-TINY = {"base_channels": 4, "depth": 2, "convs_per_block": 1}
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from cryorestore.simulate import simulate_dataset
-
-    d = tmp_path_factory.mktemp("sim")
-    simulate_dataset(d, shape=(32, 48, 48), seed=3)
-    return d
+from cryorestore.train import CHECKPOINT, train
+from test_train import dataset  # noqa: F401  (the simulated 32×64×64 dataset fixture)
+from test_train import _cfg as _train_cfg
 
 
 def _cfg(d, out, **kw):
-    base = dict(even=[str(d / "even.mrc")], odd=[str(d / "odd.mrc")], out=str(out), method="n2n", model="unet",
-                model_options=dict(TINY), loss="l2", subtomo_size=16, n_subtomos=12, epochs=2, batch_size=4,
-                lr=2e-3, device="cpu", seed=5)
-    base.update(kw)
-    return TrainConfig(**base)
+    return _train_cfg(d, out, **({"n_subtomos": 12, "epochs": 2, "batch_size": 4, "subtomo_size": 16} | kw))
 
 
 def _cli_args(d, out):

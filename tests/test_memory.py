@@ -9,7 +9,9 @@ from scipy import ndimage
 
 from cryorestore.boxes import HostBoxes, refilled_name, remove_stale_refills
 from cryorestore.data import local_std, sampling_mask
-from cryorestore.train import CHECKPOINT, TrainConfig, train
+from cryorestore.train import CHECKPOINT, train
+from test_train import _cfg
+from test_train import dataset  # noqa: F401  (the simulated 32×64×64 dataset fixture)
 
 
 def _reference_mask(volume, box, percentile):
@@ -84,15 +86,6 @@ def test_stale_refill_files_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["refilled-e0003.pt", "weights.pt"]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from cryorestore.simulate import simulate_dataset
-
-    d = tmp_path_factory.mktemp("sim")
-    simulate_dataset(d, shape=(32, 48, 48), seed=3)
-    return d
-
-
 def test_refilled_boxes_written_separately_and_only_when_changed(dataset, tmp_path):
     out = tmp_path / "dd"
     seen = []  # per epoch: {refilled file name: inode} (an atomic rewrite gets a new inode)
@@ -100,9 +93,7 @@ def test_refilled_boxes_written_separately_and_only_when_changed(dataset, tmp_pa
     def record(epoch, _):
         seen.append({p.name: p.stat().st_ino for p in out.glob("refilled-*")})
 
-    cfg = TrainConfig(even=[str(dataset / "even.mrc")], odd=[str(dataset / "odd.mrc")], out=str(out),
-                      method="deepdewedge", model_options={"base_channels": 4, "depth": 2, "convs_per_block": 1},
-                      subtomo_size=16, n_subtomos=8, epochs=4, batch_size=4, device="cpu", refill_every=2)
+    cfg = _cfg(dataset, out, method="deepdewedge", n_subtomos=8, epochs=4, refill_every=2)
     train(cfg, progress=False, on_epoch_end=record)
     name = refilled_name(1)  # refill after epoch 2 (index 1); none after the last epoch
     assert seen[0] == {} and list(seen[1]) == [name] and seen[1] == seen[2] == seen[3]

@@ -29,9 +29,6 @@ import torch.distributed as dist
 
 from cryorestore.errors import InputError
 
-ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
 @dataclass(frozen=True)
 class Context:
     """This process's place in the run: ``rank`` of ``world_size``; ``owns_group``: we started the group."""
@@ -165,13 +162,6 @@ def broadcast_rows(tensor: torch.Tensor, ctx: Context, device: torch.device, chu
             dist.broadcast(buf, src=r)
             if r != ctx.rank:
                 tensor[rows] = buf.to(tensor.device)
-
-
-def main_only_write(ctx: Context, write: Callable[[], Any]) -> Any:
-    """Run ``write`` (an atomic writer, e.g. :func:`cryorestore.io.atomic_path`) on rank 0 only, then sync."""
-    result = write() if ctx.is_main else None
-    barrier(ctx)
-    return result
 
 
 # --------------------------------------------------------------------------------------- launcher

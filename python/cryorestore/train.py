@@ -267,6 +267,9 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
         elapsed0 = float(ckpt.get("seconds", 0.0))
         if train_f is not None and ckpt.get("refilled"):
             refilled_file = ckpt["refilled"]
+            if not (out / refilled_file).is_file():
+                raise InputError(f"--resume: the checkpoint needs {out / refilled_file}, which is missing; "
+                                 f"train without --resume")
             filled = torch.load(out / refilled_file, map_location="cpu", weights_only=True)
             train_f, val_f = HostBoxes(filled["train"], device), HostBoxes(filled["val"], device)
         elif train_f is not None and ckpt.get("train_filled") is not None:  # checkpoints before refilled-*.pt
