@@ -57,6 +57,20 @@ def test_sampling_mask_matches_the_float64_version(seed, percentile):
     assert differ.sum() <= 2 and 0 < got.sum() < got.size
 
 
+def test_sampling_mask_memory_is_bounded_by_slabs(rng):
+    """Peak numpy memory of the mask on a deep volume: a few float32 volumes, not ~10 (the float64 path)."""
+    import tracemalloc
+
+    v = rng.standard_normal((320, 48, 48)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        sampling_mask(v, 32, 5.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3.5 * v.nbytes, f"peak {peak / v.nbytes:.1f}× the volume"
+
+
 def test_host_boxes_give_device_batches_and_stay_on_the_host(rng):
     boxes = rng.standard_normal((6, 2, 5, 5, 5)).astype(np.float32)
     hb = HostBoxes(boxes, torch.device("cpu"))

@@ -83,20 +83,23 @@ def pad_to_box(volume: np.ndarray, box: int) -> np.ndarray:
 def local_std(volume: np.ndarray, size: int, slab: int = 32) -> np.ndarray:
     """Standard deviation over the ``size``³-voxel neighbourhood of every voxel (reflect at the borders).
 
-    Computed in float64 on z-slabs of ``slab`` planes (plus a halo of ``size`` planes each side, so
-    every slab sees the neighbourhoods it needs) and returned as float32: the memory beyond the
-    result is a few slab-sized float64 arrays, not several full-volume ones.
+    Computed in float64 on z-slabs of ``slab`` planes plus the halo their neighbourhoods reach
+    (``size // 2`` planes before, ``(size − 1) // 2`` after) and returned as float32: beyond the
+    result, the memory is about four float64 arrays of ``slab + size`` planes, whatever the depth.
     """
     out = np.empty(volume.shape, dtype=np.float32)
     nz = volume.shape[0]
     for z0 in range(0, nz, slab):
         z1 = min(z0 + slab, nz)
-        h0, h1 = max(z0 - size, 0), min(z1 + size, nz)
+        h0, h1 = max(z0 - size // 2, 0), min(z1 + (size - 1) // 2, nz)
         v = volume[h0:h1].astype(np.float64)
         m1 = ndimage.uniform_filter(v, size=size, mode="reflect")
         v *= v
         m2 = ndimage.uniform_filter(v, size=size, mode="reflect")
-        m2 -= m1 * m1
+        del v
+        m1 *= m1
+        m2 -= m1
+        del m1
         np.clip(m2, 0.0, None, out=m2)
         out[z0:z1] = np.sqrt(m2[z0 - h0:z1 - h0])
     return out
@@ -115,9 +118,10 @@ def sampling_mask(volume: np.ndarray, box: int, min_std_percentile: float = 5.0)
     allowed[sl] = True
     if min_std_percentile > 0:
         sd = local_std(volume, max(3, box // 2))
-        inside = sd[sl]  # the centres where the whole box fits
-        thr = np.percentile(inside, min_std_percentile)
-        floor = 1e-6 * float(np.median(inside))
+        inside = sd[sl].flatten()  # the centres where the whole box fits (a copy: reordered in place below)
+        thr = np.percentile(inside, min_std_percentile, overwrite_input=True)
+        floor = 1e-6 * float(np.median(inside, overwrite_input=True))
+        del inside
         keep = allowed & (sd >= thr) & (sd > floor)
         if keep.any():
             allowed = keep
