@@ -58,7 +58,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     min_std_percentile: float = 5.0
     epochs: int = 20
-    batch_size: int = 8
+    batch_size: int = 8  # boxes per optimizer step, all data-parallel ranks together
     lr: float = 4e-4
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"  # cosine | step | constant

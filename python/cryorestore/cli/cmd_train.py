@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from cryorestore import distributed
 
     if args.devices > 1 and distributed.env_world_size() == 1:  # not already a rank of torchrun
-        from cryorestore.train import resolve_device
+        from cryorestore.cli.common import resolve_device
 
         config_from_args(args, args.out).validate()  # bad options: one line here, not one per rank
         return distributed.launch(args.devices, resolve_device(args.device), _rank_main, args)
