@@ -97,7 +97,7 @@ def refill_wedge(model: torch.nn.Module, original: torch.Tensor, filled: torch.T
     """
     was_training = model.training
     model.eval()
-    dev = next(model.parameters()).device
+    dev = next(model.parameters(), filled).device  # a parameterless model runs where the boxes are
     m = wedge_masks(original.shape[-3:], tilt_range, None, dev)
     for i in range(0, filled.shape[0], batch_size):
         for c in range(filled.shape[1]):
