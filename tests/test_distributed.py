@@ -121,7 +121,7 @@ def test_cli_devices_two_writes_one_model_and_matches_one_rank(dataset, tmp_path
     w1 = torch.load(tmp_path / "one" / "weights.pt", weights_only=True)
     for k, v in loaded.model.state_dict().items():
         torch.testing.assert_close(v, w1[k], rtol=1e-4, atol=1e-5)
-    assert not [p.name for p in out.iterdir() if ".part" in p.name]  # no temporary files left behind
+    assert not [p.name for p in out.iterdir() if ".part" in p.name or ".shared" in p.name]  # no temporary files left
     # a rank's input error: exit 2 and one line, no model directory
     bad = _cli_args(dataset, tmp_path / "bad") + ["--devices", "2"]
     bad[2] = str(tmp_path / "missing.mrc")

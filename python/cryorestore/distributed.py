@@ -145,6 +145,50 @@ def barrier(ctx: Context) -> None:
         dist.barrier()
 
 
+def single_node(ctx: Context) -> bool:
+    """Whether all ranks run on this machine (``LOCAL_WORLD_SIZE`` = ``WORLD_SIZE``) and so see the same files."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)) == ctx.world_size
+
+
+def share_from_main(make: Callable[[], tuple[Any, Any]], directory: Path, ctx: Context) -> tuple[Any, Any]:
+    """``make()`` → ``(dataclass, extra)`` computed once on rank 0; every rank gets it, big arrays memory-mapped.
+
+    The dataclass's numpy-array fields are written to ``directory/.shared-<field>.npy``; every rank
+    (rank 0 too, which drops its own copy) maps them copy-on-write, so one node holds one copy of the
+    boxes in its page cache however many ranks read them. The files are unlinked once every rank has
+    mapped them (the mappings stay valid). The rest of the dataclass and ``extra`` are pickled and
+    broadcast. Without DDP, or when the ranks span several machines, every rank just calls ``make()``.
+    """
+    if not ctx.active or not single_node(ctx):
+        return make()
+    import dataclasses
+
+    import numpy as np
+
+    payload: list[Any] = [None]
+    if ctx.is_main:
+        obj, extra = make()
+        names = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, np.ndarray):
+                names[f.name] = Path(directory) / f".shared-{f.name}.npy"
+                from cryorestore import io
+
+                with io.atomic_path(names[f.name]) as tmp:
+                    np.save(tmp, value)
+        payload = [(dataclasses.replace(obj, **{k: None for k in names}), extra, names)]
+        del obj
+    dist.broadcast_object_list(payload, src=0)
+    stripped, extra, names = payload[0]
+    arrays = {k: np.load(p, mmap_mode="c") for k, p in names.items()}
+    barrier(ctx)
+    if ctx.is_main:
+        for p in names.values():
+            Path(p).unlink(missing_ok=True)
+    return dataclasses.replace(stripped, **arrays), extra
+
+
 def broadcast_rows(tensor: torch.Tensor, ctx: Context, device: torch.device, chunk: int = 8) -> None:
     """In place: rows :func:`share` (len, r) of ``tensor`` (on any device) take rank ``r``'s values.
 
@@ -176,6 +220,7 @@ def free_port() -> int:
 
 def _worker(local_rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple, threads: int) -> None:
     os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(world),
+                       "LOCAL_WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     if threads > 0:
         torch.set_num_threads(threads)
@@ -202,7 +247,7 @@ def launch(devices: int, device: torch.device, fn: Callable[..., Any], *args: An
     """Run ``fn(*args)`` in ``devices`` new processes that form one process group; return an exit code.
 
     A rank's exit code is ``fn``'s result when that is an int, else 0 (2 on :class:`InputError`).
-    Each process gets ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``/``MASTER_*`` as torchrun would set them
+    Each process gets ``RANK``/``LOCAL_RANK``/``[LOCAL_]WORLD_SIZE``/``MASTER_*`` as torchrun sets them
     (rendezvous on 127.0.0.1). ``fn`` and ``args`` must be picklable. On CPU the cores are split
     among the ranks. Exit code: 0, or the first failing rank's code (its siblings are stopped).
     """

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from cryorestore import distributed, io, modeldir
 from cryorestore.boxes import HostBoxes, refilled_name, remove_stale_refills
-from cryorestore.data import SubtomoSampler
+from cryorestore.data import SubtomoSampler, SubtomoSet
 from cryorestore.errors import InputError
 from cryorestore.methods import METHOD_NAMES, get_method
 from cryorestore.precision import Precision, training_precision
@@ -135,6 +135,14 @@ def load_volumes(config: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray
     return evens, odds, float(voxel)
 
 
+def _sample_boxes(config: TrainConfig, extract: int) -> tuple[SubtomoSet, float]:
+    """The training and validation boxes (edge ``extract`` voxels) and the maps' voxel size (Å)."""
+    evens, odds, voxel = load_volumes(config)
+    sampler = SubtomoSampler(evens, odds, extract, n_subtomos=config.n_subtomos, val_fraction=config.val_fraction,
+                             seed=config.seed, min_std_percentile=config.min_std_percentile)
+    return sampler.sample(), voxel
+
+
 def _scheduler(opt: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
     n = config.epochs
     if config.lr_schedule == "cosine":
@@ -235,12 +243,9 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
-    evens, odds, voxel = load_volumes(config)
     extract = method.extract_size(config.subtomo_size)
-    sampler = SubtomoSampler(evens, odds, extract, n_subtomos=config.n_subtomos, val_fraction=config.val_fraction,
-                             seed=config.seed, min_std_percentile=config.min_std_percentile)
-    subs = sampler.sample()
-    del evens, odds
+    # data parallel on one node: rank 0 alone reads the maps and cuts the boxes, every rank maps them from a file
+    subs, voxel = distributed.share_from_main(lambda: _sample_boxes(config, extract), out, dctx)
     train_t, val_t = HostBoxes(subs.train, device), HostBoxes(subs.val, device)  # host memory, batches to device
     refills = getattr(method, "refill_every", 0) or 0
     train_f = train_t.clone() if refills else None
