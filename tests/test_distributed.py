@@ -154,3 +154,34 @@ def test_torchrun_form_documented_in_the_readme_works(dataset, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "2 ranks" in res.stdout and res.stdout.count("trained 2 epochs") == 1
     assert load_model_dir(tmp_path / "m").config["world_size"] == 2
+
+
+def _share_probe(directory):
+    """One rank: share_from_main on one node (files, mapped) and across nodes (every rank computes)."""
+    from cryorestore.data import Normalization, SubtomoSet
+
+    ctx, _ = distributed.setup(torch.device("cpu"))
+    results = {}
+    for mode, local_world in (("node", "2"), ("nodes", "1")):
+        os.environ["LOCAL_WORLD_SIZE"] = local_world
+
+        def make():
+            (directory / f"made-{mode}-{ctx.rank}").touch()
+            boxes = np.arange(24, dtype=np.float32).reshape(2, 1, 2, 3, 2)
+            return SubtomoSet(boxes, boxes[:1] * 2, np.zeros((3, 4), np.int64), Normalization(1.0, 2.0)), 7.5
+
+        subs, extra = distributed.share_from_main(make, directory, ctx)
+        results[mode] = (subs.train.sum(), subs.val.sum(), subs.normalization.std, extra,
+                         isinstance(subs.train, np.memmap))
+    distributed.teardown(ctx)
+    torch.save(results, directory / f"result-{ctx.rank}.pt")
+
+
+def test_share_from_main_maps_rank_zero_boxes_on_one_node(tmp_path):
+    assert launch(2, torch.device("cpu"), _share_probe, tmp_path) == 0
+    made = sorted(p.name for p in tmp_path.glob("made-*"))
+    assert made == ["made-node-0", "made-nodes-0", "made-nodes-1"]  # one node: rank 0 alone computes
+    r0, r1 = (torch.load(tmp_path / f"result-{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0 == r1
+    assert r0["node"] == (276.0, 132.0, 2.0, 7.5, True) and r0["nodes"] == (276.0, 132.0, 2.0, 7.5, False)
+    assert not list(tmp_path.glob(".shared-*"))  # unlinked once every rank had mapped them
