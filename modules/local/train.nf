@@ -35,6 +35,7 @@ process TRAIN {
         --seed ${params.seed} \\
         --no-progress \\
         --device ${params.device} \\
+        --devices ${params.train_gpus} \\
         ${extra} \\
         --out ${meta.id}
 

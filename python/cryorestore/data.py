@@ -88,6 +88,31 @@ def pad_to_box(volume: np.ndarray, box: int) -> np.ndarray:
     return out
 
 
+def local_std(volume: np.ndarray, size: int, slab: int = 32) -> np.ndarray:
+    """Standard deviation over the ``size``³-voxel neighbourhood of every voxel (reflect at the borders).
+
+    Computed in float64 on z-slabs of ``slab`` planes plus the halo their neighbourhoods reach
+    (``size // 2`` planes before, ``(size − 1) // 2`` after) and returned as float32: beyond the
+    result, the memory is about four float64 arrays of ``slab + size`` planes, whatever the depth.
+    """
+    out = np.empty(volume.shape, dtype=np.float32)
+    nz = volume.shape[0]
+    for z0 in range(0, nz, slab):
+        z1 = min(z0 + slab, nz)
+        h0, h1 = max(z0 - size // 2, 0), min(z1 + (size - 1) // 2, nz)
+        v = volume[h0:h1].astype(np.float64)
+        m1 = ndimage.uniform_filter(v, size=size, mode="reflect")
+        v *= v
+        m2 = ndimage.uniform_filter(v, size=size, mode="reflect")
+        del v
+        m1 *= m1
+        m2 -= m1
+        del m1
+        np.clip(m2, 0.0, None, out=m2)
+        out[z0:z1] = np.sqrt(m2[z0 - h0:z1 - h0])
+    return out
+
+
 def sampling_mask(volume: np.ndarray, box: int, min_std_percentile: float = 5.0) -> np.ndarray:
     """Boolean (z, y, x) mask of allowed box centres (centre = corner + box // 2); see module docstring."""
     if not 0.0 <= min_std_percentile < 100.0:
@@ -100,14 +125,12 @@ def sampling_mask(volume: np.ndarray, box: int, min_std_percentile: float = 5.0)
     sl = tuple(slice(lo, n - (box - lo) + 1) for n in shape)
     allowed[sl] = True
     if min_std_percentile > 0:
-        v = volume.astype(np.float64)
-        size = max(3, box // 2)
-        m1 = ndimage.uniform_filter(v, size=size, mode="reflect")
-        m2 = ndimage.uniform_filter(v * v, size=size, mode="reflect")
-        local_std = np.sqrt(np.clip(m2 - m1 * m1, 0.0, None))
-        thr = np.percentile(local_std[allowed], min_std_percentile)
-        floor = 1e-6 * float(np.median(local_std[allowed])) if allowed.any() else 0.0
-        keep = allowed & (local_std >= thr) & (local_std > floor)
+        sd = local_std(volume, max(3, box // 2))
+        inside = sd[sl].flatten()  # the centres where the whole box fits (a copy: reordered in place below)
+        thr = np.percentile(inside, min_std_percentile, overwrite_input=True)
+        floor = 1e-6 * float(np.median(inside, overwrite_input=True))
+        del inside
+        keep = allowed & (sd >= thr) & (sd > floor)
         if keep.any():
             allowed = keep
     return allowed

@@ -10,7 +10,6 @@ when only one volume is given. Sizes are in voxels; volumes are (z, y, x) float3
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from cryorestore import io
 from cryorestore.errors import InputError
 from cryorestore.modeldir import LoadedModel, load_model_dir
+from cryorestore.precision import Precision, autocast_dtype
 
 
 def default_tile(loaded: LoadedModel) -> int:
@@ -46,8 +46,7 @@ def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = N
     use_amp = amp and dev.type == "cuda"
 
     def fn(batch: torch.Tensor) -> torch.Tensor:
-        ctx = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-               if use_amp else contextlib.nullcontext())
+        ctx = Precision(dev, autocast_dtype(dev, use_amp), None).autocast()  # bf16 only where native
         with torch.no_grad(), ctx:
             return model(batch).float()
 

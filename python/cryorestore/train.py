@@ -8,14 +8,20 @@ of the log says which of the three ended it. After each epoch the validation los
 the held-out boxes (a slab of each tomogram disjoint from the training boxes, see
 :mod:`cryorestore.data`) with the method's fixed validation batches (same rotations every epoch,
 unrefilled boxes, so the target never moves), the last state is written to ``OUT/checkpoint.pt``
-(model, optimizer, scheduler, epoch, history, RNG states, refilled boxes) and, when the validation
-loss improved, the model directory ``OUT/`` is updated with the best weights (see
-:mod:`cryorestore.modeldir`).
+(model, optimizer, scheduler, epoch, history, RNG states, the name of the refilled-box file) and,
+when the validation loss improved, the model directory ``OUT/`` is updated with the best weights
+(see :mod:`cryorestore.modeldir`).
+
+Memory: the boxes stay in host memory and go to the device one batch at a time
+(:mod:`cryorestore.boxes`). The refilled training boxes of deepdewedge/isonet are written to their own
+file ``OUT/refilled-eNNNN.pt`` only after a refill changed them; the checkpoint names that file.
+Several devices: under ``torchrun`` or ``cryorestore train --devices N`` the ranks train one model
+with DistributedDataParallel (see :mod:`cryorestore.distributed`); rank 0 writes every file.
+Precision: see :mod:`cryorestore.precision` (bf16 on GPUs with native bf16, else fp16 + GradScaler).
 """
 
 from __future__ import annotations
 
-import io as _io
 import json
 import math
 import time
@@ -26,11 +32,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from cryorestore import io, modeldir
-from cryorestore.data import SubtomoSampler
+from cryorestore import distributed, io, modeldir
+from cryorestore.boxes import HostBoxes, refilled_name, remove_stale_refills
+from cryorestore.data import SubtomoSampler, SubtomoSet
 from cryorestore.errors import InputError
 from cryorestore.methods import METHOD_NAMES, get_method
 from cryorestore.methods.base import TrainingMethod
+from cryorestore.precision import Precision, training_precision
 from cryorestore.progress import is_live, progress_bar
 
 CHECKPOINT = "checkpoint.pt"
@@ -56,7 +64,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     min_std_percentile: float = 5.0
     epochs: int = 20
-    batch_size: int = 8
+    batch_size: int = 8  # boxes per optimizer step, all data-parallel ranks together
     lr: float = 4e-4
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"  # cosine | step | constant
@@ -115,6 +123,7 @@ class TrainResult:
     model_dir: str
     n_parameters: int
     stop_reason: str = ""
+    is_main: bool = True  # False on the ranks > 0 of a data-parallel run (they write and print nothing)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -166,6 +175,19 @@ def stop_reason(epoch: int, n_epochs: int, by_steps: bool, best_epoch: int, conf
     return None
 
 
+def _sample_boxes(config: TrainConfig, extract: int) -> tuple[SubtomoSet, float]:
+    """The training and validation boxes (edge ``extract`` voxels) and the maps' voxel size (Å).
+
+    The validation slab is separated from the training boxes by one training-crop edge (the box the
+    network sees); rotating methods cut bigger boxes around it.
+    """
+    evens, odds, voxel = load_volumes(config)
+    sampler = SubtomoSampler(evens, odds, extract, n_subtomos=config.n_subtomos, val_fraction=config.val_fraction,
+                             seed=config.seed, min_std_percentile=config.min_std_percentile,
+                             gap=config.subtomo_size)
+    return sampler.sample(), voxel
+
+
 def _scheduler(opt: torch.optim.Optimizer, n: int, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-epoch LR factor over ``n`` planned epochs."""
     if config.lr_schedule == "cosine":
@@ -186,14 +208,6 @@ def _method(config: TrainConfig) -> TrainingMethod:
     return get_method(config.method, **opts)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    import contextlib
-
-    return contextlib.nullcontext()
-
-
 def _optimizer_step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer, scaler,
                     grad_clip: float) -> None:
     """Backward pass, gradient clipping (``grad_clip`` > 0) and one optimiser step (scaled with ``scaler``)."""
@@ -212,33 +226,46 @@ def _optimizer_step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim
         opt.step()
 
 
-def _run_epoch(model, method: TrainingMethod, data, filled, idx, batch_size, rng, device, config, opt=None,
-               scaler=None, desc="", progress=True) -> float:
+def _run_epoch(model, method: TrainingMethod, data: HostBoxes, filled: HostBoxes | None, idx, batch_size, rng,
+               device, config, opt=None, precision: Precision | None = None, desc="", progress=True,
+               dctx: distributed.Context = distributed.SINGLE) -> float:
     """Mean loss over the boxes ``data[idx]``: a training epoch with ``opt``, a validation pass without.
 
     Validation batches come from :meth:`TrainingMethod.validation_batch` (fixed targets), training
     batches from :meth:`TrainingMethod.make_batch` with the refilled boxes ``filled`` (or None).
+    Data parallel: every rank draws the augmentations of the whole global batch and keeps its share.
     """
+    precision = precision or training_precision(device, enabled=False)
     total, count = 0.0, 0
     bar = progress_bar(range(0, len(idx), batch_size), desc=desc, leave=False, enabled=progress, unit="batch")
     for s in bar:
         sel = idx[s:s + batch_size]
-        raw = data[sel]
+        n_global = len(sel)
+        if opt is not None and not distributed.usable(n_global, dctx):
+            continue  # every rank must join each gradient all-reduce
+        raw = data.batch(sel)
         if opt is None:
-            inp, tgt, ctx = method.validation_batch(raw, rng)
+            batch = method.validation_batch(raw, rng)
         else:
-            inp, tgt, ctx = method.make_batch(raw, rng, None if filled is None else filled[sel])
+            batch = method.make_batch(raw, rng, None if filled is None else filled.batch(sel))
+        part = distributed.share(n_global, dctx)
+        inp, tgt, ctx = distributed.shard_batch(batch, n_global, part)
+        n_local = part.stop - part.start
+        if n_local == 0:
+            continue  # validation: a global batch smaller than the number of ranks
         with torch.set_grad_enabled(opt is not None):
-            with _autocast(device, config.amp):
+            with precision.autocast():
                 pred = model(inp)
             loss = method.loss(pred.float(), tgt, ctx)
         if not torch.isfinite(loss):
             raise RuntimeError("training diverged (loss is not finite); lower --lr")
         if opt is not None:
-            _optimizer_step(loss, model, opt, scaler, config.grad_clip)
-        total += float(loss.detach()) * len(sel)
-        count += len(sel)
+            _optimizer_step(loss * distributed.grad_weight(n_local, n_global, dctx), model, opt, precision.scaler,
+                            config.grad_clip)
+        total += float(loss.detach()) * n_local
+        count += n_local
         bar.set_postfix(loss=f"{total / count:.4g}")
+    total, count = distributed.all_sum([total, count], dctx, device)
     return total / max(count, 1)
 
 
@@ -255,6 +282,8 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
 
     config.validate()
     device = resolve_device(config.device)
+    dctx, device = distributed.setup(device)  # data parallel under torchrun / --devices N, else a no-op
+    progress = progress and dctx.is_main
     method = _method(config)
     if config.odd is None and method.paired == "required":
         raise InputError(f"method {config.method} needs even and odd half tomograms: give --odd")
@@ -264,29 +293,24 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
-    evens, odds, voxel = load_volumes(config)
     extract = method.extract_size(config.subtomo_size)
-    # gap: one training-crop edge (the box the network sees); rotating methods cut bigger boxes around it
-    sampler = SubtomoSampler(evens, odds, extract, n_subtomos=config.n_subtomos, val_fraction=config.val_fraction,
-                             seed=config.seed, min_std_percentile=config.min_std_percentile,
-                             gap=config.subtomo_size)
-    subs = sampler.sample()
-    del evens, odds
-    train_t = torch.from_numpy(subs.train).to(device)
-    val_t = torch.from_numpy(subs.val).to(device)
+    # data parallel on one node: rank 0 alone reads the maps and cuts the boxes, every rank maps them from a file
+    subs, voxel = distributed.share_from_main(lambda: _sample_boxes(config, extract), out, dctx)
+    train_t, val_t = HostBoxes(subs.train, device), HostBoxes(subs.val, device)  # host memory, batches to device
     refills = method.refill_every
     train_f = train_t.clone() if refills else None
+    refilled_file = None  # name of the file holding train_f, once a refill changed it
     n_epochs, by_steps = plan_epochs(config, len(train_t))
     steps_per_epoch = math.ceil(len(train_t) / config.batch_size)
 
     torch.manual_seed(config.seed)
     model = modeldir.build_network(config.to_dict()).to(device)
     n_params = count_parameters(model)
+    net = distributed.wrap_model(model, dctx, device)  # what the optimizer steps through (DDP when several ranks)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = _scheduler(opt, n_epochs, config)
-    scaler = None
-    if device.type == "cuda" and config.amp and not torch.cuda.is_bf16_supported():
-        scaler = torch.amp.GradScaler("cuda")
+    precision = training_precision(device, config.amp)
+    scaler = precision.scaler
     history: list[dict[str, float]] = []
     best_val, best_epoch, start = math.inf, -1, 0
     elapsed0 = 0.0
@@ -298,19 +322,29 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
         history = list(ckpt["history"])
         best_val, best_epoch, start = ckpt["best_val_loss"], ckpt["best_epoch"], ckpt["epoch"] + 1
         elapsed0 = float(ckpt.get("seconds", 0.0))
-        if train_f is not None and ckpt.get("train_filled") is not None:
-            train_f = ckpt["train_filled"].to(device)
+        if train_f is not None and ckpt.get("refilled"):
+            refilled_file = ckpt["refilled"]
+            if not (out / refilled_file).is_file():
+                raise InputError(f"--resume: the checkpoint needs {out / refilled_file}, which is missing; "
+                                 f"train without --resume")
+            filled = torch.load(out / refilled_file, map_location="cpu", weights_only=True)
+            train_f = HostBoxes(filled["train"], device)
+        elif train_f is not None and ckpt.get("train_filled") is not None:  # checkpoints before refilled-*.pt
+            train_f = HostBoxes(ckpt["train_filled"], device)
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["torch_rng"])
         reason = stop_reason(start - 1, n_epochs, by_steps, best_epoch, config, start * steps_per_epoch)
-        if reason is not None:
+        if reason is not None and dctx.is_main:
             print(f"checkpoint after epoch {start} already met its end; nothing to do", flush=True)
 
-    _log_start(config, subs, n_params, extract, device, n_epochs, steps_per_epoch)
+    if dctx.is_main:
+        _log_start(config, subs, n_params, extract, device, n_epochs, steps_per_epoch, precision, dctx)
     # The model directory records every option of the network (defaults included), so that a later
     # release with different defaults still rebuilds this exact architecture from config.json.
     model_config = config.to_dict() | {"extract_size": extract, "n_parameters": n_params, "voxel_size": voxel,
                                        "tilt_range": list(config.tilt_range),
-                                       "model_options": dict(model.options)}
+                                       "model_options": dict(model.options), "world_size": dctx.world_size}
     live = is_live(progress)
     t0 = time.perf_counter()
     epochs = range(start, n_epochs) if reason is None else range(0)
@@ -321,36 +355,43 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
         method.start_epoch(epoch)
         model.train()
         rng = np.random.default_rng([config.seed, epoch])
-        idx = torch.as_tensor(rng.permutation(len(train_t)), device=device)
-        tl = _run_epoch(model, method, train_t, train_f, idx, config.batch_size, rng, device, config, opt, scaler,
-                        desc=f"epoch {epoch + 1}", progress=progress)
+        idx = torch.as_tensor(rng.permutation(len(train_t)))
+        tl = _run_epoch(net, method, train_t, train_f, idx, config.batch_size, rng, device, config, opt, precision,
+                        desc=f"epoch {epoch + 1}", progress=progress, dctx=dctx)
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        vl = _validate(model, method, val_t, device, config, progress)
-        improved = vl < best_val
+        vl = _validate(model, method, val_t, device, config, progress, precision, dctx)
+        improved = vl < best_val  # vl is the all-ranks mean: every rank takes the same branch
         if improved:
             best_val, best_epoch = vl, epoch
-            modeldir.save_model_dir(out, model, model_config | {"best_epoch": epoch, "best_val_loss": vl},
-                                    subs.normalization)
+            if dctx.is_main:
+                modeldir.save_model_dir(out, model, model_config | {"best_epoch": epoch, "best_val_loss": vl},
+                                        subs.normalization)
         reason = stop_reason(epoch, n_epochs, by_steps, best_epoch, config, (epoch + 1) * steps_per_epoch)
         if refills and (epoch + 1) % refills == 0 and reason is None:
-            method.refill(model, train_t, train_f, config.batch_size, progress=progress)
+            refilled_file = _refill(method, model, train_t, train_f, config.batch_size, dctx, device, out, epoch,
+                                    progress)
         history.append({"epoch": epoch, "train_loss": tl, "val_loss": vl, "lr": lr,
                         "seconds": time.perf_counter() - te})
         bar.set_postfix(train=f"{tl:.4g}", val=f"{vl:.4g}", best=best_epoch + 1)
-        if not live:
+        if not live and dctx.is_main:
             print(f"epoch {epoch + 1}/{n_epochs}: train {tl:.5g}  val {vl:.5g}{'  (best)' if improved else ''}  "
                   f"{history[-1]['seconds']:.0f} s", flush=True)
-        _save_checkpoint(ckpt_path, model, opt, sched, epoch, history, best_val, best_epoch, config,
-                         train_f, elapsed0 + time.perf_counter() - t0)
+        if dctx.is_main:
+            _save_checkpoint(ckpt_path, model, opt, sched, epoch, history, best_val, best_epoch, config,
+                             refilled_file, elapsed0 + time.perf_counter() - t0, scaler, dctx.world_size)
+            remove_stale_refills(out, refilled_file)
         if on_epoch_end is not None:
             on_epoch_end(epoch, history[-1])
         if reason is not None:
             break
     seconds = elapsed0 + time.perf_counter() - t0
     reason = reason or "stopped: no epoch left to run"
-    print(reason, flush=True)
-    return TrainResult(history, best_epoch, float(best_val), seconds, str(out), n_params, reason)
+    if dctx.is_main:
+        print(reason, flush=True)
+    distributed.barrier(dctx)  # rank 0's files are complete before any rank returns
+    distributed.teardown(dctx)
+    return TrainResult(history, best_epoch, float(best_val), seconds, str(out), n_params, reason, dctx.is_main)
 
 
 def _load_resume_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
@@ -365,23 +406,26 @@ def _load_resume_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
     return ckpt
 
 
-def _validate(model: torch.nn.Module, method: TrainingMethod, val_t: torch.Tensor, device: torch.device,
-              config: TrainConfig, progress: bool) -> float:
-    """Mean validation loss on the held-out boxes, with the same augmentations every epoch."""
+def _validate(model: torch.nn.Module, method: TrainingMethod, val_t: HostBoxes, device: torch.device,
+              config: TrainConfig, progress: bool, precision: Precision,
+              dctx: distributed.Context = distributed.SINGLE) -> float:
+    """Mean validation loss on the held-out boxes, with the same augmentations every epoch (all ranks' mean)."""
     model.eval()
     with torch.no_grad():
         vrng = np.random.default_rng([config.seed, 2**31 - 1])
-        vidx = torch.arange(len(val_t), device=device)
+        vidx = torch.arange(len(val_t))
         return _run_epoch(model, method, val_t, None, vidx, config.batch_size, vrng, device, config,
-                          desc="validation", progress=progress)
+                          precision=precision, desc="validation", progress=progress, dctx=dctx)
 
 
 def _log_start(config: TrainConfig, subs, n_params: int, extract: int, device: torch.device, n_epochs: int,
-               steps_per_epoch: int) -> None:
-    """One line on what is trained, one on the split, one on the schedule."""
+               steps_per_epoch: int, precision: Precision, dctx: distributed.Context) -> None:
+    """One line on what is trained (and where), one on the split, one on the schedule."""
+    ranks = f", {dctx.world_size} ranks (DistributedDataParallel, global batch {config.batch_size})" \
+        if dctx.active else ""
     print(f"{config.method} / {config.model} ({n_params:,} parameters) / loss {config.loss}: "
           f"{len(subs.train)} training + {len(subs.val)} validation boxes of {extract}³ → crops of "
-          f"{config.subtomo_size}³, device {device}", flush=True)
+          f"{config.subtomo_size}³, device {device}, {precision.describe()}{ranks}", flush=True)
     print("disjoint validation: " + "; ".join(f"tomogram {i + 1}: {sp.describe()}" for i, sp in enumerate(subs.splits)),
           flush=True)
     budget = f", step budget {config.max_steps}" if config.max_steps is not None else ""
@@ -390,8 +434,23 @@ def _log_start(config: TrainConfig, subs, n_params: int, extract: int, device: t
           flush=True)
 
 
-def _save_checkpoint(path: Path, model, opt, sched, epoch, history, best_val, best_epoch, config, train_f,
-                     seconds) -> None:
+def _refill(method: TrainingMethod, model, original: HostBoxes, filled: HostBoxes, batch_size: int,
+            dctx: distributed.Context, device: torch.device, out: Path, epoch: int, progress: bool) -> str:
+    """Refill the training boxes' missing wedge (each rank its share, then shared); rank 0 writes them.
+
+    Returns the name of the file (in ``out``) that holds the refilled boxes.
+    """
+    part = distributed.share(len(original), dctx)
+    method.refill(model, original.data[part], filled.data[part], batch_size, progress=progress)
+    distributed.broadcast_rows(filled.data, dctx, device)
+    name = refilled_name(epoch)
+    if dctx.is_main:
+        distributed.atomic_save({"train": filled.data, "epoch": epoch}, out / name)
+    return name
+
+
+def _save_checkpoint(path: Path, model, opt, sched, epoch, history, best_val, best_epoch, config, refilled,
+                     seconds, scaler=None, world_size=1) -> None:
     state = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": opt.state_dict(),
@@ -401,12 +460,11 @@ def _save_checkpoint(path: Path, model, opt, sched, epoch, history, best_val, be
         "best_val_loss": best_val,
         "best_epoch": best_epoch,
         "config": config.to_dict(),
-        "train_filled": None if train_f is None else train_f.cpu(),
+        "refilled": refilled,  # file (in the same directory) with the refilled boxes, or None
+        "scaler": None if scaler is None else scaler.state_dict(),
+        "world_size": world_size,
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": np.random.get_state(),
         "seconds": seconds,
     }
-    buf = _io.BytesIO()
-    torch.save(state, buf)
-    with io.atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    distributed.atomic_save(state, path)

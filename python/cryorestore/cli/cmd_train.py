@@ -79,6 +79,9 @@ def add_train_arguments(p: argparse.ArgumentParser, with_out: bool = True) -> No
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_train_arguments(p)
+    p.add_argument("--devices", type=positive(int), default=1, metavar="N",
+                   help="train one model on N devices (GPUs, or CPU processes with --device cpu) with "
+                        "DistributedDataParallel; --batch-size stays the global batch (default: 1)")
 
 
 def config_from_args(args: argparse.Namespace, out: str):
@@ -140,13 +143,27 @@ def run_training(args: argparse.Namespace, out: str):
               "on this CPU use --preset quick for a run of minutes", flush=True)
     res = train(cfg, progress=not args.no_progress, resume=args.resume)
     last = res.history[-1] if res.history else {}
-    print(f"trained {len(res.history)} epochs in {res.seconds:.1f} s; best validation loss "
-          f"{res.best_val_loss:.5g} at epoch {res.best_epoch + 1}; last train/val "
-          f"{last.get('train_loss', float('nan')):.5g}/{last.get('val_loss', float('nan')):.5g}; model in {res.model_dir}; "
-          f"{res.stop_reason}")
+    if res.is_main:
+        print(f"trained {len(res.history)} epochs in {res.seconds:.1f} s; best validation loss "
+              f"{res.best_val_loss:.5g} at epoch {res.best_epoch + 1}; last train/val "
+              f"{last.get('train_loss', float('nan')):.5g}/{last.get('val_loss', float('nan')):.5g}; "
+              f"model in {res.model_dir}; {res.stop_reason}")
     return cfg, res
 
 
+def _rank_main(args: argparse.Namespace) -> int:
+    """One rank of ``--devices N`` (started by :func:`cryorestore.distributed.launch`)."""
+    run_training(args, args.out)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    from cryorestore import distributed
+
+    if args.devices > 1 and distributed.env_world_size() == 1:  # not already a rank of torchrun
+        from cryorestore.cli.common import resolve_device
+
+        config_from_args(args, args.out).validate()  # bad options: one line here, not one per rank
+        return distributed.launch(args.devices, resolve_device(args.device), _rank_main, args)
     run_training(args, args.out)
     return 0

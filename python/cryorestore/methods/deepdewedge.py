@@ -93,22 +93,25 @@ def run_model_padded(model: torch.nn.Module, x: torch.Tensor, multiple: int = 16
 def refill_wedge(model: torch.nn.Module, original: torch.Tensor, filled: torch.Tensor,
                  tilt_range: tuple[float, float], batch_size: int = 8, multiple: int = 16,
                  progress: bool = True) -> None:
-    """In place: ``filled`` (N, C, E, E, E) ← F⁻¹(M·F(original) + (1−M)·F(model(filled))) per channel."""
+    """In place: ``filled`` (N, C, E, E, E) ← F⁻¹(M·F(original) + (1−M)·F(model(filled))) per channel.
+
+    The boxes may live in host memory: each batch goes to the model's device and comes back.
+    """
     from cryorestore.progress import progress_bar
 
     was_training = model.training
     model.eval()
-    dev = filled.device
+    dev = next(model.parameters(), filled).device  # a parameterless model runs where the boxes are
     m = wedge_masks(original.shape[-3:], tilt_range, None, dev)
     for i in progress_bar(range(0, filled.shape[0], batch_size), desc="refilling the wedge", unit="batch",
                           enabled=progress, leave=False):
         for c in range(filled.shape[1]):
-            cur = filled[i:i + batch_size, c:c + 1]
+            cur = filled[i:i + batch_size, c:c + 1].to(dev)
             pred = run_model_padded(model, cur, multiple).float()
             f_orig = torch.fft.rfftn(original[i:i + batch_size, c:c + 1].to(dev), dim=(-3, -2, -1))
             f_pred = torch.fft.rfftn(pred, dim=(-3, -2, -1))
             new = torch.fft.irfftn(m * f_orig + (1 - m) * f_pred, s=cur.shape[-3:], dim=(-3, -2, -1))
-            filled[i:i + batch_size, c:c + 1] = new
+            filled[i:i + batch_size, c:c + 1] = new.to(filled.device)
     model.train(was_training)
 
 
