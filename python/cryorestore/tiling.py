@@ -17,7 +17,6 @@ import torch
 from tqdm.auto import tqdm
 
 from cryorestore.errors import InputError
-from cryorestore.native.blend import blend_tiles_torch, check_blend_inputs  # noqa: F401  (the twin lives with its kernel)
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -79,6 +78,47 @@ def blending_window(tile: int, overlap: int, device: torch.device | str | None =
     r = _ramp(int(tile), int(overlap))
     w = r.view(-1, 1, 1) * r.view(1, -1, 1) * r.view(1, 1, -1)
     return w.to(dtype=torch.float32, device=device)
+
+
+def check_blend_inputs(tiles: torch.Tensor, origins: torch.Tensor, window: torch.Tensor,
+                       out_shape: Sequence[int]) -> tuple[int, int, int]:
+    """Validate :func:`blend_tiles_torch` arguments; returns ``out_shape`` as a tuple of ints."""
+    if tiles.ndim != 4:
+        raise InputError(f"tiles must be (T, d, h, w), got shape {tuple(tiles.shape)}")
+    if origins.ndim != 2 or origins.shape[1] != 3 or origins.shape[0] != tiles.shape[0]:
+        raise InputError(f"origins must be ({tiles.shape[0]}, 3), got shape {tuple(origins.shape)}")
+    if tuple(window.shape) != tuple(tiles.shape[1:]):
+        raise InputError(f"window shape {tuple(window.shape)} differs from the tile shape {tuple(tiles.shape[1:])}")
+    shape = tuple(int(s) for s in out_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"out_shape must be a positive 3D (z, y, x) shape, got {tuple(out_shape)}")
+    if origins.numel():
+        o = origins.detach().to("cpu", torch.int64)
+        lo = o.min(dim=0).values
+        hi = (o + torch.tensor(tiles.shape[1:], dtype=torch.int64)).max(dim=0).values
+        if (lo < 0).any() or any(int(hi[i]) > shape[i] for i in range(3)):
+            raise InputError(f"tiles reach outside the output volume {shape}: origins must lie in [0, shape - tile]")
+    return shape  # type: ignore[return-value]
+
+
+def blend_tiles_torch(tiles: torch.Tensor, origins: torch.Tensor, window: torch.Tensor,
+                      out_shape: Sequence[int]) -> torch.Tensor:
+    """Overlap-add ``Σ window·tile / Σ window`` of tiles (T, d, h, w) at ``origins`` (T, 3) (z, y, x).
+
+    Returns a float32 (Z, Y, X) volume on the tiles' device; voxels no tile covers are 0. The sums
+    are accumulated in float32 (the twin of :func:`cryorestore.native.blend_tiles`).
+    """
+    shape = check_blend_inputs(tiles, origins, window, out_shape)
+    dev = tiles.device
+    num = torch.zeros(shape, dtype=torch.float32, device=dev)
+    den = torch.zeros(shape, dtype=torch.float32, device=dev)
+    w = window.to(device=dev, dtype=torch.float32)
+    d, h, wd = tiles.shape[1:]
+    for t, (z0, y0, x0) in enumerate(origins.detach().to("cpu", torch.int64).tolist()):
+        sl = (slice(z0, z0 + d), slice(y0, y0 + h), slice(x0, x0 + wd))
+        num[sl] += w * tiles[t].to(torch.float32)
+        den[sl] += w
+    return torch.where(den > 0, num / den.clamp(min=torch.finfo(torch.float32).tiny), torch.zeros_like(num))
 
 
 def _reflect_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:

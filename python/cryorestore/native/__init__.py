@@ -2,7 +2,7 @@
 
 The package only loads and dispatches: :mod:`~cryorestore.native.build` builds, caches and loads the
 extension in ``csrc/`` and decides, per call, between a kernel and its twin; one module per kernel
-family holds the family's torch twin and its dispatch:
+family holds the dispatch (and, for fsc and wedge, the family's torch twin):
 
 ================================  ==================================================  ======================
 native                            torch twin                                          module
@@ -18,9 +18,10 @@ and process: no extension (no compiler, ninja or sources), a CUDA tensor meeting
 ``CRYORESTORE_NATIVE=0``, or a kernel that fails at run time (it then stays on its twin).
 ``python -m cryorestore.native --build`` pre-builds the extension.
 
-Layering: ``native.build`` imports nothing from cryorestore; the kernel modules import only
-:mod:`cryorestore.fourier_grid` and :mod:`cryorestore.errors`; :mod:`cryorestore.fourier` and
-:mod:`cryorestore.tiling` sit above and re-export the twins.
+Layering: ``native.build`` imports nothing from cryorestore; ``native.fsc`` and ``native.wedge``
+hold their families' twins and import only :mod:`cryorestore.fourier_grid`; ``native.blend``
+dispatches against the twin in :mod:`cryorestore.tiling`, which never imports native.
+:mod:`cryorestore.fourier` sits above native and re-exports the fsc and wedge twins.
 
 Conventions: arrays are (z, y, x), spectra are ``torch.fft.rfftn`` half-spaces (B, Z, Y, X//2+1),
 frequencies in cycles/voxel, tilt angles in degrees.
