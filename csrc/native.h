@@ -1,7 +1,7 @@
 // cryorestore native kernels: declarations of the CPU implementations (C++, at::parallel_for on
 // the OpenMP backend) shared with the bindings.
 //
-// Conventions (see python/cryorestore/fourier.py and DESIGN.md): volumes are (z, y, x); spectra
+// Conventions (see python/cryorestore/fourier.py and docs/architecture.md): volumes are (z, y, x); spectra
 // are torch.fft.rfftn half-spaces (B, Z, Y, Xr) with Xr = X/2 + 1; frequencies in cycles/voxel.
 // The bindings validate shapes, dtypes and devices and make every input contiguous, so the
 // implementations below may assume dense row-major buffers on one device. The CUDA launchers

@@ -18,7 +18,7 @@ TILT = (-50.0, 55.0)
 
 
 def _wedge_full(shape, rot=None):
-    """Full-grid numpy wedge mask, straight from the DESIGN.md rule (float64 reference)."""
+    """Full-grid numpy wedge mask, straight from the rule in docs/architecture.md (float64 reference)."""
     kz = np.fft.fftfreq(shape[0])[:, None, None]
     kx = np.fft.fftfreq(shape[2])[None, None, :]
     ky = np.fft.fftfreq(shape[1])[None, :, None]

@@ -396,9 +396,153 @@ def test_unbuildable_extension_falls_back_with_one_warning(monkeypatch, tmp_path
         native._reset_state()
 
 
+class _FailingExtension:
+    """Stands in for an extension whose kernels cannot run on this GPU: every kernel raises the
+    error a CUDA build for other architectures gives, and counts its calls."""
+
+    MESSAGE = "CUDA error: no kernel image is available for execution on the device"
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+
+    def with_cuda(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str):
+        def kernel(*args, **kwargs):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            raise RuntimeError(self.MESSAGE)
+
+        return kernel
+
+
+def _install(monkeypatch, fake) -> None:
+    monkeypatch.delenv("CRYORESTORE_NATIVE", raising=False)
+    native._reset_state()
+    native._state.update(tried=True, ext=fake)
+
+
+def test_kernel_launch_failure_falls_back_to_the_twin_with_one_warning(monkeypatch):
+    rng = np.random.default_rng(21)
+    shape = (10, 9, 12)
+    a, b = random_pairs(rng, 2, shape, dtype=torch.float64)
+    fa, fb = spectra(a), spectra(b)
+    idx, n = fourier.shell_index(shape), fourier.n_shells(shape)
+    rot = torch.as_tensor(geometry.random_rotations(2, rng))
+    tiles, origins = random_tiles(rng, shape, 5, 6)
+    window = tiling.blending_window(5, 2)
+    twins = (fourier.fsc_shell_sums(fa, fb, idx, n, nx=shape[2]),
+             fourier.missing_wedge_mask(shape, -60, 50, rotations=rot),
+             fourier.missing_wedge_mask(shape, -60, 50),
+             fa.clone().mul_(fourier.missing_wedge_mask(shape, -60, 50, rotations=rot)),
+             tiling.blend_tiles_torch(tiles, origins, window, shape))
+    fake = _FailingExtension()
+    _install(monkeypatch, fake)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                got = (native.fsc_shells(fa, fb, idx, n, nx=shape[2]),
+                       native.wedge_mask(shape, -60, 50, rotations=rot),
+                       native.wedge_mask(shape, -60, 50),
+                       native.apply_wedge(fa.clone(), -60, 50, rotations=rot, nx=shape[2]),
+                       native.blend_tiles(tiles, origins, window, shape))
+                for g, t in zip(got, twins):
+                    assert g.shape == t.shape and torch.equal(g, t)
+        failed = dict(native._state["failed"])
+    finally:
+        native._reset_state()
+    kernels = {"fsc_shells", "wedge_mask", "apply_wedge", "blend_tiles"}
+    assert fake.calls == dict.fromkeys(kernels, 1), "a kernel that failed once must stay on its twin"
+    assert set(failed) == kernels and all("no kernel image" in r for r in failed.values())
+    ours = [str(w.message) for w in caught if "cryorestore.native" in str(w.message)]
+    assert len(ours) == len(kernels), ours  # one warning per failed kernel, not one per call
+    assert all("no kernel image" in m and "twin" in m for m in ours)
+
+
+def test_kernel_launch_failure_under_autograd_keeps_the_gradient(monkeypatch):
+    rng = np.random.default_rng(22)
+    shape = (8, 7, 10)
+    a, b = random_pairs(rng, 3, shape, dtype=torch.float64)
+    idx, n = fourier.shell_index(shape), fourier.n_shells(shape)
+    rot = torch.as_tensor(geometry.random_rotations(3, rng))
+
+    def loss(fn_sums, fn_wedge, x):
+        fx = fn_wedge(spectra(x), -50, 55, rot, shape[2])
+        return fourier.fsc_from_sums(fn_sums(fx, spectra(b), idx, n, nx=shape[2])).sum()
+
+    def twin_wedge(spec, lo, hi, r, nx):
+        return spec * fourier.missing_wedge_mask((*spec.shape[1:3], nx), lo, hi, rotations=r)
+
+    def native_wedge(spec, lo, hi, r, nx):
+        return native.apply_wedge(spec, lo, hi, rotations=r, nx=nx)
+
+    x_twin = a.clone().requires_grad_()
+    loss(fourier.fsc_shell_sums, twin_wedge, x_twin).backward()
+    _install(monkeypatch, _FailingExtension())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x = a.clone().requires_grad_()
+            value = loss(native.fsc_shells, native_wedge, x)
+            value.backward()
+    finally:
+        native._reset_state()
+    torch.testing.assert_close(x.grad, x_twin.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_cache_key_names_the_cuda_architectures_torch_and_cuda(monkeypatch):
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    base_cuda, base_cpu = native.build_key(True), native.build_key(False)
+    assert native.build_key(True) == base_cuda  # deterministic
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "7.0;7.5;8.0;8.6;8.9;9.0+PTX")
+    assert native.build_key(True) != base_cuda
+    assert native.build_key(False) == base_cpu  # a CPU build does not depend on the GPU targets
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    assert native.build_key(True) != base_cuda and native.build_key(False) != base_cpu
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    assert native.build_key(True) == base_cuda
+    monkeypatch.setattr(torch, "__version__", "0.0.1+other")
+    assert native.build_key(True) != base_cuda and native.build_key(False) != base_cpu
+
+
+def test_arch_list_without_the_variable_is_that_of_the_visible_gpus(monkeypatch):
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: [(9, 0), (8, 0), (9, 0)][i])
+    assert native.cuda_arch_list() == "8.0;9.0"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert native.cuda_arch_list() == ""
+
+
+CONTAINER_FILES = (ROOT / "containers" / "Dockerfile", ROOT / "containers" / "cryorestore.def")
+
+
+def container_arch_lists() -> dict[str, list[str]]:
+    """Every TORCH_CUDA_ARCH_LIST value set in the container recipes, per file."""
+    import re
+
+    return {p.name: re.findall(r'TORCH_CUDA_ARCH_LIST="([^"$]+)"', p.read_text()) for p in CONTAINER_FILES}
+
+
+def test_containers_compile_for_every_gpu_generation_from_volta_to_hopper():
+    lists = container_arch_lists()
+    values = {v for found in lists.values() for v in found}
+    assert all(lists.values()) and len(values) == 1, f"the recipes must set one arch list: {lists}"
+    arches = values.pop().replace("+PTX", "").split(";")
+    assert arches == ["7.0", "7.5", "8.0", "8.6", "8.9", "9.0"], arches
+
+
 def _nvcc_command(source: Path, out: Path) -> list[str]:
-    return ["nvcc", "-c", str(source), "-o", str(out), "-std=c++17", "-Xcompiler", "-fPIC", f"-I{CSRC}",
-            "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"]
+    """Compile for the container's architectures that this nvcc still supports (CUDA 13 dropped 7.0)."""
+    listed = subprocess.run(["nvcc", "--list-gpu-arch"], capture_output=True, text=True).stdout.split()
+    wanted = container_arch_lists()["Dockerfile"][0].replace("+PTX", "").split(";")
+    codes = [a.replace(".", "") for a in wanted if f"compute_{a.replace('.', '')}" in listed] or ["80", "90"]
+    gencodes = [arg for c in codes for arg in ("-gencode", f"arch=compute_{c},code=sm_{c}")]
+    return ["nvcc", "-c", str(source), "-o", str(out), "-std=c++17", "-Xcompiler", "-fPIC", f"-I{CSRC}", *gencodes]
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")

@@ -127,7 +127,7 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    from cryorestore.cli.common import resolve_device as _resolve
+    from cryorestore.device import resolve_device as _resolve
 
     return _resolve(name)
 

@@ -8,26 +8,17 @@ import random
 import numpy as np
 import torch
 
-from cryorestore.errors import InputError
+from cryorestore.device import DEVICE_NAMES, resolve_device  # noqa: F401  (re-exported for the commands)
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     """``--device auto|cpu|cuda`` (auto: CUDA when available)."""
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    parser.add_argument("--device", choices=DEVICE_NAMES, default="auto",
                         help="where to compute: auto picks CUDA when a GPU is present (default: auto)")
 
 
 def add_seed_option(parser: argparse.ArgumentParser, default: int = 0) -> None:
     parser.add_argument("--seed", type=int, default=default, help=f"random seed for reproducible runs (default: {default})")
-
-
-def resolve_device(name: str) -> torch.device:
-    """Turn ``auto|cpu|cuda`` into a torch device; asking for CUDA without a GPU is an input error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> np.random.Generator:
