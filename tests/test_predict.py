@@ -69,3 +69,143 @@ def test_predict_cli_errors(tmp_path, capsys):
     (tmp_path / "m").mkdir()
     assert main(["predict", str(tmp_path / "m"), "--even", str(a), "--out", str(tmp_path / "o.mrc")]) == 2
     assert not (tmp_path / "o.mrc").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# streaming prediction: exactness against an independent reference, memory maps, out-of-memory
+# --------------------------------------------------------------------------------------------
+def _conv_net(seed=0):
+    """A small random 3D convolution (zero padding inside each tile): its output depends on the tile."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 3, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv3d(3, 1, 3, padding=1))
+    return net.eval()
+
+
+def _reference_restore(net, volumes, mean, std, tile, overlap):
+    """numpy float64: global normalisation, reflect padding, every tile through the net, full-buffer blend."""
+    i = np.arange(tile)
+    up = np.where(i < overlap, 0.5 * (1 - np.cos(np.pi * (i + 0.5) / overlap)), 1.0)
+    r = np.minimum(up, up[::-1])
+    w = r[:, None, None] * r[None, :, None] * r[None, None, :]
+    outs = []
+    for v in volumes:
+        x = (v.astype(np.float64) - mean) / std
+        pads = [((tile - n) // 2, tile - n - (tile - n) // 2) if n < tile else (0, 0) for n in x.shape]
+        x = np.pad(x, pads, mode="reflect")
+        num, den = np.zeros(x.shape), np.zeros(x.shape)
+        starts = [sorted(set(range(0, n - tile, tile - overlap)) | {n - tile}) if n > tile else [0] for n in x.shape]
+        for z in starts[0]:
+            for y in starts[1]:
+                for xx in starts[2]:
+                    sl = (slice(z, z + tile), slice(y, y + tile), slice(xx, xx + tile))
+                    with torch.no_grad():
+                        t = net(torch.as_tensor(x[sl], dtype=torch.float32)[None, None])[0, 0].double().numpy()
+                    num[sl] += w * t
+                    den[sl] += w
+        crop = tuple(slice(b, b + n) for (b, _), n in zip(pads, v.shape))
+        outs.append((num / den)[crop] * std + mean)
+    return np.mean(outs, axis=0)
+
+
+@pytest.mark.parametrize("shape,tile,overlap", [((19, 30, 23), 12, 4), ((9, 21, 26), 16, 5)])
+def test_streaming_restore_matches_global_normalisation_reference(shape, tile, overlap):
+    rng = np.random.default_rng(11)
+    e = rng.normal(4.0, 2.5, size=shape).astype(np.float32)
+    o = rng.normal(4.0, 2.5, size=shape).astype(np.float32)
+    net = _conv_net()
+    got = restore(_loaded(net, mean=4.2, std=2.3), e, o, tile=tile, overlap=overlap, batch_size=5, progress=False)
+    assert got.dtype == np.float32 and got.shape == shape
+    ref = _reference_restore(net, [e, o], 4.2, 2.3, tile, overlap)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=2e-5)
+    single = predict_volume(_loaded(net, mean=4.2, std=2.3), e, tile=tile, overlap=overlap, progress=False)
+    np.testing.assert_allclose(single, _reference_restore(net, [e], 4.2, 2.3, tile, overlap), rtol=1e-5, atol=2e-5)
+
+
+def _oom_forward(limit, calls):
+    """A forward that raises CUDA out-of-memory for batches larger than ``limit`` tiles."""
+    inner = _conv_net(3)
+
+    def forward(x):
+        calls.append(x.shape[0])
+        if x.shape[0] > limit:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {x.shape[0]} GiB")
+        return inner(x)
+
+    return forward
+
+
+def test_restore_halves_the_batch_on_out_of_memory_with_the_same_result():
+    rng = np.random.default_rng(2)
+    e, o = (rng.normal(size=(20, 24, 22)).astype(np.float32) for _ in range(2))
+    calls: list[int] = []
+    net = _conv_net(3)
+    want = restore(_loaded(net), e, o, tile=12, overlap=3, batch_size=8, progress=False)
+    flaky = _Identity()
+    flaky.forward = _oom_forward(2, calls)
+    with pytest.warns(RuntimeWarning, match="out of memory on cpu with (8|4) tiles per batch; retrying with (4|2)"):
+        got = restore(_loaded(flaky), e, o, tile=12, overlap=3, batch_size=8, progress=False)
+    assert calls[:3] == [8, 4, 2] and max(calls[3:]) == 2  # the second volume starts at the size that worked
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def _model_dir(path, mean=0.0, std=1.0):
+    from cryorestore.modeldir import save_model_dir
+    from cryorestore.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("unet", depth=1, base_channels=2, convs_per_block=1)
+    cfg = {"method": "n2n", "model": "unet", "model_options": dict(net.options), "loss": "l2",
+           "tilt_range": [-60, 60], "subtomo_size": 16}
+    return save_model_dir(path, net, cfg, Normalization(mean, std))
+
+
+def test_predict_cli_memory_maps_inputs_of_any_dtype(tmp_path):
+    import mrcfile
+
+    from cryorestore.modeldir import load_model_dir
+
+    rng = np.random.default_rng(4)
+    model = _model_dir(tmp_path / "m", mean=10.0, std=30.0)
+    e = rng.integers(-100, 100, size=(18, 20, 17)).astype(np.int16)
+    o = rng.integers(-100, 100, size=(18, 20, 17)).astype(np.int16)
+    for name, v in (("e.mrc", e), ("o.mrc", o)):
+        with mrcfile.new(tmp_path / name) as mrc:
+            mrc.set_data(v)
+            mrc.voxel_size = 3.5
+    out = tmp_path / "out.mrc"
+    assert main(["predict", str(model), "--even", str(tmp_path / "e.mrc"), "--odd", str(tmp_path / "o.mrc"),
+                 "--out", str(out), "--tile", "16", "--device", "cpu", "--no-progress"]) == 0
+    got = io.read_mrc(out)
+    assert got.voxel_size == pytest.approx(3.5)
+    want = restore(load_model_dir(model), e.astype(np.float32), o.astype(np.float32), tile=16, progress=False)
+    np.testing.assert_allclose(got.data, want, rtol=1e-6, atol=1e-5)
+
+
+def test_predict_cli_one_tile_out_of_memory_exits_75_without_output(tmp_path, monkeypatch, capsys):
+    from cryorestore.models import Restorer
+    from cryorestore.predict import EXIT_TILE_OOM
+
+    model = _model_dir(tmp_path / "m")
+    a = io.write_mrc(tmp_path / "a.mrc", np.random.default_rng(0).normal(size=(20, 20, 20)), 2.0)
+    calls: list[int] = []
+    monkeypatch.setattr(Restorer, "forward", lambda self, x: _oom_forward(0, calls)(x))
+    out = tmp_path / "o.mrc"
+    with pytest.warns(RuntimeWarning):
+        code = main(["predict", str(model), "--even", str(a), "--out", str(out), "--tile", "16", "--batch-size", "4",
+                     "--device", "cpu", "--no-progress"])
+    assert code == EXIT_TILE_OOM == 75
+    assert calls == [4, 2, 1]
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--tile" in err
+    assert not out.exists() and not list(tmp_path.glob(".o.mrc*"))
+
+
+def test_predict_cli_rejects_non_finite_memory_mapped_input(tmp_path, capsys):
+    model = _model_dir(tmp_path / "m")
+    v = np.random.default_rng(0).normal(size=(10, 10, 10)).astype(np.float32)
+    v[3, 4, 5] = np.nan
+    with pytest.warns(RuntimeWarning, match="NaN"):
+        a = io.write_mrc(tmp_path / "a.mrc", v, 2.0)
+    out = tmp_path / "o.mrc"
+    assert main(["predict", str(model), "--even", str(a), "--out", str(out), "--device", "cpu"]) == 2
+    assert "NaN" in capsys.readouterr().err and not out.exists()
