@@ -81,19 +81,36 @@ def run_child(pythonpath: Path, predict_args: list[str], report: Path) -> dict:
 
 
 def child_main(report: Path, predict_args: list[str]) -> int:
-    """Run ``cryorestore predict`` in this process and write its wall time and CUDA peak memory to ``report``."""
+    """Run ``cryorestore predict`` in this process; write its wall time, CUDA peak memory and OOM retries.
+
+    With ``$BENCH_LEAVE_FREE_MIB`` on CUDA, a buffer first takes all but that much free device
+    memory, so that the out-of-memory fallback meets a real CUDA allocator failure.
+    """
+    import warnings
+
     import torch
 
     from cryorestore.cli import main as cli_main
 
     cuda = torch.cuda.is_available() and "cpu" not in predict_args
+    blocker = None
     if cuda:
+        leave = os.environ.get("BENCH_LEAVE_FREE_MIB")
+        if leave:
+            free, _ = torch.cuda.mem_get_info()
+            blocker = torch.empty(max(0, free - int(leave) * MIB), dtype=torch.uint8, device="cuda")
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    code = cli_main(["predict", *predict_args])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = cli_main(["predict", *predict_args])
     if cuda:
         torch.cuda.synchronize()
-    info = {"predict_wall_s": time.perf_counter() - t0, "exit": code,
+    retries = [str(w.message) for w in caught if "out of memory" in str(w.message)]
+    for line in retries:
+        print(f"warning: {line}", file=sys.stderr)
+    info = {"predict_wall_s": time.perf_counter() - t0, "exit": code, "oom_retries": retries,
+            "blocked_mib": blocker.numel() / MIB if blocker is not None else 0.0,
             "cuda_peak_allocated_mib": torch.cuda.max_memory_allocated() / MIB if cuda else None,
             "cuda_peak_reserved_mib": torch.cuda.max_memory_reserved() / MIB if cuda else None,
             "device_name": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
@@ -136,9 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="where the map, model and outputs go (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the children")
+    parser.add_argument("--leave-free-mib", type=int, default=None,
+                        help="CUDA: first take all free device memory but this much (tests the out-of-memory fallback)")
+    parser.add_argument("--expect-exit", type=int, default=0,
+                        help="exit status the streaming run must give (75: one tile does not fit)")
     args = parser.parse_args(argv)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.leave_free_mib is not None:
+        os.environ["BENCH_LEAVE_FREE_MIB"] = str(args.leave_free_mib)
     shape = tuple(int(s) for s in args.shape)
     with tempfile.TemporaryDirectory(prefix="bench_predict_memory_") as tmp:
         work = args.workdir or Path(tmp)
@@ -149,42 +172,56 @@ def main(argv: list[str] | None = None) -> int:
         print(f"input {shape} float32 written in {time.perf_counter() - t0:.1f} s", flush=True)
         input_mib = 4.0 * float(np.prod(shape)) / MIB * (2 if args.two_inputs else 1)  # both inputs count
         bound_mib = 2.5 * input_mib + 1024.0
-        runs: dict[str, dict] = {}
-        for name, pypath in (("streaming", REPO_PYTHON), ("compared", args.compare_pythonpath)):
-            if pypath is None:
-                continue
-            out = work / f"out_{name}.mrc"
-            pargs = [str(model), "--even", str(vol), "--out", str(out), "--tile", str(args.tile),
-                     "--batch-size", str(args.batch_size), "--device", args.device, "--no-progress"]
-            if args.two_inputs:
-                pargs += ["--odd", str(vol)]
-            if args.overlap is not None:
-                pargs += ["--overlap", str(args.overlap)]
-            info = run_child(Path(pypath), pargs, work / f"report_{name}.json")
-            info["peak_rss_over_input"] = info["peak_rss_mib"] / input_mib
-            runs[name] = info
-            print(f"{name:>9} ({pypath}): exit {info['returncode']}, peak RSS {info['peak_rss_mib']:.0f} MiB "
-                  f"({info['peak_rss_over_input']:.2f}x the input), wall {info['process_wall_s']:.1f} s"
-                  + (f", CUDA peak allocated {info['cuda_peak_allocated_mib']:.0f} MiB"
-                     if info.get("cuda_peak_allocated_mib") is not None else ""), flush=True)
-            if info["returncode"] != 0:
-                print(f"{name}: cryorestore predict failed", file=sys.stderr)
-                return 1
-        result = {"shape": list(shape), "input_mib": input_mib, "bound_mib": bound_mib, "device": args.device,
-                  "net": args.net, "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size,
-                  "two_inputs": args.two_inputs, "runs": runs}
-        if "compared" in runs:
-            diff, scale = max_difference(work / "out_streaming.mrc", work / "out_compared.mrc")
-            result.update(max_abs_diff=diff, max_abs_value=scale)
-            print(f"max |streaming - compared| = {diff:.3g} (max |value| {scale:.3g})")
-        ok = bool(runs["streaming"]["peak_rss_mib"] <= bound_mib)
-        result["within_bound"] = ok
-        print(f"input {input_mib:.0f} MiB; bound 2.5x input + {bound_mib - 2.5 * input_mib:.0f} MiB = {bound_mib:.0f} MiB: "
-              f"{'met' if ok else 'NOT met'}")
+        result: dict = {"shape": list(shape), "input_mib": input_mib, "bound_mib": bound_mib, "device": args.device,
+                        "net": args.net, "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size,
+                        "two_inputs": args.two_inputs, "leave_free_mib": args.leave_free_mib, "runs": {}}
+        ok = run_all(args, work, model, vol, input_mib, bound_mib, result)
+        result["ok"] = ok
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if ok else 1
+
+
+def run_all(args: argparse.Namespace, work: Path, model: Path, vol: Path, input_mib: float, bound_mib: float,
+            result: dict) -> bool:
+    """Run the streaming (and compared) predictions, fill ``result``; True when every expectation holds."""
+    runs = result["runs"]
+    for name, pypath in (("streaming", REPO_PYTHON), ("compared", args.compare_pythonpath)):
+        if pypath is None:
+            continue
+        out = work / f"out_{name}.mrc"
+        pargs = [str(model), "--even", str(vol), "--out", str(out), "--tile", str(args.tile),
+                 "--batch-size", str(args.batch_size), "--device", args.device, "--no-progress"]
+        if args.two_inputs:
+            pargs += ["--odd", str(vol)]
+        if args.overlap is not None:
+            pargs += ["--overlap", str(args.overlap)]
+        info = run_child(Path(pypath), pargs, work / f"report_{name}.json")
+        info["peak_rss_over_input"] = info["peak_rss_mib"] / input_mib
+        info["output_written"] = out.is_file()
+        runs[name] = info
+        print(f"{name:>9} ({pypath}): exit {info['returncode']}, peak RSS {info['peak_rss_mib']:.0f} MiB "
+              f"({info['peak_rss_over_input']:.2f}x the input), wall {info['process_wall_s']:.1f} s"
+              + (f", CUDA peak allocated {info['cuda_peak_allocated_mib']:.0f} MiB"
+                 if info.get("cuda_peak_allocated_mib") is not None else "")
+              + (f", {len(info['oom_retries'])} out-of-memory retries" if info.get("oom_retries") else ""), flush=True)
+        want = args.expect_exit if name == "streaming" else 0
+        if info["returncode"] != want:
+            print(f"{name}: cryorestore predict exited {info['returncode']}, expected {want}", file=sys.stderr)
+            return False
+    if args.expect_exit != 0:
+        written = runs["streaming"]["output_written"]
+        print(f"exit {args.expect_exit} as expected; output {'WRITTEN (wrong)' if written else 'not written'}")
+        return not written
+    if "compared" in runs:
+        diff, scale = max_difference(work / "out_streaming.mrc", work / "out_compared.mrc")
+        result.update(max_abs_diff=diff, max_abs_value=scale)
+        print(f"max |streaming - compared| = {diff:.3g} (max |value| {scale:.3g})")
+    ok = bool(runs["streaming"]["peak_rss_mib"] <= bound_mib)
+    result["within_bound"] = ok
+    print(f"input {input_mib:.0f} MiB; bound 2.5x input + 1024 MiB = {bound_mib:.0f} MiB: {'met' if ok else 'NOT met'}")
+    return ok
 
 
 if __name__ == "__main__":

@@ -214,7 +214,9 @@ def test_out_of_memory_with_one_tile_raises_and_other_errors_pass_through():
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         tiling.accumulate_tiles(grid, vol, broken, torch.zeros(vol.shape), batch_size=4, progress=False)
-    assert tiling.is_out_of_memory(torch.cuda.OutOfMemoryError("x")) and not tiling.is_out_of_memory(ValueError("x"))
+    assert tiling.is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
+    assert tiling.is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    assert not tiling.is_out_of_memory(ValueError("out of memory")) and not tiling.is_out_of_memory(RuntimeError("x"))
 
 
 def test_tiled_apply_rejects_bad_input():

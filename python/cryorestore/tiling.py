@@ -135,10 +135,12 @@ class TileOutOfMemoryError(RuntimeError):
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for a device out-of-memory error (``torch.cuda.OutOfMemoryError`` or a RuntimeError saying so)."""
+    """True for a device out-of-memory error: ``torch.cuda.OutOfMemoryError``, or a RuntimeError saying
+    "out of memory" (other backends) or ``..._STATUS_ALLOC_FAILED`` (cuDNN/cuBLAS workspaces)."""
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "status_alloc_failed" in text)
 
 
 def _reflect_index(n: int, before: int, after: int, device: torch.device | str = "cpu") -> torch.Tensor:
