@@ -30,7 +30,6 @@ OUTDIR=${1:-${OUT:-$PWD/gpu_check_out}}
 mkdir -p "$OUTDIR"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 export PYTHONPATH="$REPO/python${PYTHONPATH:+:$PYTHONPATH}"
-export CRYORESTORE_NATIVE_CACHE=${CRYORESTORE_NATIVE_CACHE:-${TMPDIR:-/tmp}/cryorestore_gpu_check_native}
 PY=${PYTHON:-python}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT

@@ -113,5 +113,7 @@ def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | Non
         if odd is not None:
             vo = stack.enter_context(io.open_mrc_mmap(odd))
             io.check_same_grid(ve, vo, str(even), str(odd))
+        voxel_size = ve.voxel_size
         result = restore(loaded, ve.data, None if vo is None else vo.data, device=device, **kwargs)
-    return io.write_mrc(out, result, ve.voxel_size)
+        del ve, vo  # the last references to the maps: the input pages leave memory before the output is written
+    return io.write_mrc(out, result, voxel_size)
