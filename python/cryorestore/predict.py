@@ -91,9 +91,12 @@ def predict_mean(loaded: LoadedModel, volumes: Sequence[np.ndarray], tile: int |
     return out
 
 
-def predict_volume(loaded: LoadedModel, volume: np.ndarray, **kwargs) -> np.ndarray:
-    """Network output for one (z, y, x) volume, in the volume's grey scale (float32); options as :func:`predict_mean`."""
-    return predict_mean(loaded, [volume], **kwargs)
+def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = None, overlap: int | None = None,
+                   batch_size: int = 4, device: torch.device | str = "cpu", amp: bool = True,
+                   progress: bool = True) -> np.ndarray:
+    """Network output for one (z, y, x) volume, in the volume's grey scale (float32); see :func:`predict_mean`."""
+    return predict_mean(loaded, [volume], tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp,
+                        progress=progress)
 
 
 def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None, **kwargs) -> np.ndarray:
