@@ -174,6 +174,10 @@ def test_tiled_apply_reads_numpy_and_memory_maps_like_tensors(tmp_path):
     for source in (vol, ro):
         got = tiling.tiled_apply(source, _tile_dependent, 12, 3, progress=False)
         assert torch.equal(got, want)
+    grid = tiling.TileGrid(vol.shape, 12, 3)
+    ahead = torch.zeros(vol.shape)  # reading the next batch in a thread changes nothing
+    tiling.accumulate_tiles(grid, ro, _tile_dependent, ahead, batch_size=3, progress=False, prefetch=True)
+    assert torch.equal(grid.normalize_(ahead), want)
 
 
 def _oom_above(limit: int, calls: list[int], error=lambda: torch.cuda.OutOfMemoryError("CUDA out of memory.")):
@@ -188,7 +192,8 @@ def _oom_above(limit: int, calls: list[int], error=lambda: torch.cuda.OutOfMemor
 
 @pytest.mark.parametrize("error", [lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
                                    lambda: RuntimeError("CUDA error: out of memory")])
-def test_out_of_memory_halves_the_batch_and_keeps_the_result(error):
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_out_of_memory_halves_the_batch_and_keeps_the_result(error, prefetch):
     rng = np.random.default_rng(7)
     vol = rng.standard_normal((20, 25, 23)).astype(np.float32)
     grid = tiling.TileGrid(vol.shape, 10, 3)
@@ -197,7 +202,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_result(error):
     calls: list[int] = []
     acc = torch.zeros(vol.shape)
     with pytest.warns(RuntimeWarning, match="out of memory"):
-        used = tiling.accumulate_tiles(grid, vol, _oom_above(3, calls, error), acc, batch_size=13, progress=False)
+        used = tiling.accumulate_tiles(grid, vol, _oom_above(3, calls, error), acc, batch_size=13, progress=False,
+                                       prefetch=prefetch)
     assert used == 3  # 13 → 6 → 3
     assert calls[:3] == [13, 6, 3] and max(calls[3:]) == 3 and sum(c for c in calls if c <= 3) == len(grid)
     torch.testing.assert_close(acc, want, rtol=1e-6, atol=1e-6)
@@ -206,8 +212,11 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_result(error):
 def test_out_of_memory_with_one_tile_raises_and_other_errors_pass_through():
     vol = np.zeros((12, 12, 12), np.float32)
     grid = tiling.TileGrid(vol.shape, 8, 2)
+    calls: list[int] = []
     with pytest.warns(RuntimeWarning), pytest.raises(tiling.TileOutOfMemoryError, match="smaller --tile"):
-        tiling.accumulate_tiles(grid, vol, _oom_above(0, []), torch.zeros(vol.shape), batch_size=4, progress=False)
+        tiling.accumulate_tiles(grid, vol, _oom_above(0, calls), torch.zeros(vol.shape), batch_size=4, progress=False,
+                                prefetch=True)
+    assert calls == [4, 2, 1]
 
     def broken(b):
         raise RuntimeError("shape mismatch in conv")

@@ -14,8 +14,10 @@ memory by the volume plus the result. :func:`blend_tiles_torch` is the pure-torc
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import numpy as np
@@ -238,19 +240,37 @@ def _free_device_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def _read_batch(grid: TileGrid, volume: Volume3D, chunk: list[list[int]],
+                prepare: Callable[[np.ndarray], np.ndarray] | None) -> Volume3D:
+    """The tiles at ``chunk`` stacked (B, tile, tile, tile): a float32 array (through ``prepare``), or a tensor."""
+    tiles = [grid.read(volume, o) for o in chunk]
+    if isinstance(volume, torch.Tensor):
+        return torch.stack(tiles).to(torch.float32)
+    host = np.stack(tiles).astype(np.float32, copy=False)
+    return prepare(host) if prepare is not None else host
+
+
+def _done(value: object) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
+
+
 def accumulate_tiles(grid: TileGrid, volume: Volume3D, fn: TileFn, acc: torch.Tensor, batch_size: int = 4,
                      device: torch.device | str | None = None,
                      prepare: Callable[[np.ndarray], np.ndarray] | None = None,
-                     progress: bool = True, desc: str = "tiles") -> int:
+                     progress: bool = True, desc: str = "tiles", prefetch: bool | None = None) -> int:
     """Add ``Σ window·fn(tile)`` over the tiles of ``volume`` into ``acc`` (Z, Y, X) float32, batch by batch.
 
     ``volume`` (Z, Y, X) may be a numpy array, a memory map or a tensor; tiles are read from it only
     when their batch is due (numpy tiles as float32, passed through ``prepare``), moved to ``device``
     (default: the tensor's device, else the CPU) as (B, 1, tile, tile, tile), and ``fn``'s output
-    (same shape) is weighted by the window and added into ``acc`` on its own device at once. Memory
-    beyond ``volume`` and ``acc``: one batch of tiles. When ``fn`` runs out of device memory the
-    batch is halved and retried (with a warning); with one tile per batch that raises
-    :class:`TileOutOfMemoryError`. Returns the batch size that worked (reuse it for the next volume).
+    (same shape) is weighted by the window and added into ``acc`` on its own device at once. With
+    ``prefetch`` (default: for numpy input on a non-CPU device) a thread reads the next batch while
+    the device computes. Memory beyond ``volume`` and ``acc``: one or two batches of tiles. When
+    ``fn`` runs out of device memory the batch is halved and retried (with a warning); with one tile
+    per batch that raises :class:`TileOutOfMemoryError`. Returns the batch size that worked (reuse
+    it for the next volume).
     """
     if int(batch_size) < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
@@ -260,19 +280,27 @@ def accumulate_tiles(grid: TileGrid, volume: Volume3D, fn: TileFn, acc: torch.Te
     if device is None:
         device = volume.device if isinstance(volume, torch.Tensor) else torch.device("cpu")
     dev = torch.device(device)
+    if prefetch is None:
+        prefetch = dev.type != "cpu" and not isinstance(volume, torch.Tensor)
     window = grid.window.to(dev)
     origins = grid.origins.tolist()
-    size, start, tile = int(batch_size), 0, grid.tile
-    with tqdm(total=len(origins), desc=desc, unit="tile", disable=not progress) as bar:
-        while start < len(origins):
-            chunk = origins[start:start + size]
-            tiles = [grid.read(volume, o) for o in chunk]
-            if isinstance(volume, torch.Tensor):
-                batch = torch.stack(tiles).to(dev, torch.float32)
-            else:
-                host = np.stack(tiles).astype(np.float32, copy=False)
-                batch = torch.from_numpy(prepare(host) if prepare is not None else host).to(dev)
-            batch = batch.unsqueeze(1)
+    size, start, tile, total = int(batch_size), 0, grid.tile, len(origins)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if prefetch else None
+
+        def load(lo: int) -> Future:
+            chunk = origins[lo:lo + size]
+            if pool is None:
+                return _done(_read_batch(grid, volume, chunk, prepare))
+            return pool.submit(_read_batch, grid, volume, chunk, prepare)
+
+        bar = stack.enter_context(tqdm(total=total, desc=desc, unit="tile", disable=not progress))
+        pending = load(0)
+        while start < total:
+            host = pending.result()
+            n = len(host)
+            pending = load(start + n) if start + n < total else _done(None)  # read ahead while the device works
+            batch = (host if isinstance(host, torch.Tensor) else torch.from_numpy(host)).to(dev).unsqueeze(1)
             oom = False
             try:
                 pred = fn(batch)
@@ -284,21 +312,23 @@ def accumulate_tiles(grid: TileGrid, volume: Volume3D, fn: TileFn, acc: torch.Te
                     raise
                 oom = True  # handled below, once the traceback (and the tensors it holds) is released
             if oom:
-                del batch, tiles
+                del batch
+                pending.result()  # the read-ahead assumed this batch's size: drop it
                 _free_device_cache(dev)
-                if size == 1:
+                if n == 1:
                     raise TileOutOfMemoryError(
                         f"one {tile}³ tile does not fit in the memory of {dev}; retry with a smaller --tile "
-                        f"(e.g. {max(8, tile // 2)})") from None
-                warnings.warn(f"out of memory on {dev} with {size} tiles per batch; retrying with {size // 2}",
+                        f"(e.g. {max(8, tile // 2)})")
+                size = n // 2
+                warnings.warn(f"out of memory on {dev} with {n} tiles per batch; retrying with {size}",
                               RuntimeWarning, stacklevel=2)
-                size //= 2
+                pending = _done(host[:size])  # the first half of the same tiles, already read
                 continue
-            for t, o in enumerate(chunk):
+            for t, o in enumerate(origins[start:start + n]):
                 out_sl, tile_sl = grid.placement(o)
                 acc[out_sl] += weighted[(t, *tile_sl)]
-            start += len(chunk)
-            bar.update(len(chunk))
+            start += n
+            bar.update(n)
     return size
 
 
