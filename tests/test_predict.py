@@ -10,6 +10,7 @@ from cryorestore.data import Normalization
 from cryorestore.errors import InputError
 from cryorestore.modeldir import LoadedModel
 from cryorestore.predict import default_tile, predict_volume, restore
+from test_tiling import np_tiled_reference
 
 
 class _Identity(torch.nn.Module):
@@ -82,28 +83,12 @@ def _conv_net(seed=0):
 
 
 def _reference_restore(net, volumes, mean, std, tile, overlap):
-    """numpy float64: global normalisation, reflect padding, every tile through the net, full-buffer blend."""
-    i = np.arange(tile)
-    up = np.where(i < overlap, 0.5 * (1 - np.cos(np.pi * (i + 0.5) / overlap)), 1.0)
-    r = np.minimum(up, up[::-1])
-    w = r[:, None, None] * r[None, :, None] * r[None, None, :]
-    outs = []
-    for v in volumes:
-        x = (v.astype(np.float64) - mean) / std
-        pads = [((tile - n) // 2, tile - n - (tile - n) // 2) if n < tile else (0, 0) for n in x.shape]
-        x = np.pad(x, pads, mode="reflect")
-        num, den = np.zeros(x.shape), np.zeros(x.shape)
-        starts = [sorted(set(range(0, n - tile, tile - overlap)) | {n - tile}) if n > tile else [0] for n in x.shape]
-        for z in starts[0]:
-            for y in starts[1]:
-                for xx in starts[2]:
-                    sl = (slice(z, z + tile), slice(y, y + tile), slice(xx, xx + tile))
-                    with torch.no_grad():
-                        t = net(torch.as_tensor(x[sl], dtype=torch.float32)[None, None])[0, 0].double().numpy()
-                    num[sl] += w * t
-                    den[sl] += w
-        crop = tuple(slice(b, b + n) for (b, _), n in zip(pads, v.shape))
-        outs.append((num / den)[crop] * std + mean)
+    """numpy float64: global normalisation, then test_tiling's full-buffer tiled reference, then the inverse."""
+    def fn(t):
+        with torch.no_grad():
+            return net(t)
+
+    outs = [np_tiled_reference((v.astype(np.float64) - mean) / std, fn, tile, overlap) * std + mean for v in volumes]
     return np.mean(outs, axis=0)
 
 

@@ -104,10 +104,10 @@ def test_tiled_apply_blends_tile_dependent_outputs_smoothly():
     assert float(out[0, 0, 0]) == 0.0  # only the first tile covers the corner
 
 
-def _numpy_tiled_reference(vol: np.ndarray, fn, tile: int, overlap: int) -> np.ndarray:
+def np_tiled_reference(vol: np.ndarray, fn, tile: int, overlap: int) -> np.ndarray:
     """Independent float64 reference: reflect-pad short axes, apply fn per tile, blend with full buffers, crop."""
     pads = [((tile - n) // 2, tile - n - (tile - n) // 2) if n < tile else (0, 0) for n in vol.shape]
-    padded = np.pad(vol.astype(np.float64), pads, mode="reflect")
+    padded = np.pad(np.asarray(vol, dtype=np.float64), pads, mode="reflect")
     i = np.arange(tile)  # the raised-cosine ramp from its definition (blending_window's docstring)
     up = np.where(i < overlap, 0.5 * (1 - np.cos(np.pi * (i + 0.5) / max(overlap, 1))), 1.0)
     ramp = np.minimum(up, up[::-1])
@@ -151,7 +151,7 @@ def test_streaming_tiled_apply_matches_numpy_reference_and_full_buffer_blend(sha
     vol = rng.standard_normal(shape).astype(np.float32)
     got = tiling.tiled_apply(torch.as_tensor(vol), _tile_dependent, tile, overlap, batch_size=3, progress=False)
     assert got.shape == shape and got.dtype == torch.float32
-    ref = _numpy_tiled_reference(vol, _tile_dependent, tile, overlap)
+    ref = np_tiled_reference(vol, _tile_dependent, tile, overlap)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-5)
     # the old path: every tile's output held at once, blended with full-size buffers
     grid = tiling.TileGrid(shape, tile, overlap)
