@@ -1,5 +1,7 @@
 """Prediction end to end: grey scale, method averaging, voxel size, CLI errors."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -222,3 +224,46 @@ def test_cuda_streaming_matches_cpu_and_survives_a_real_out_of_memory():
         del blocker
         torch.cuda.empty_cache()
     assert np.abs(tight - gpu).max() < 1e-2 * vol.std()
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmarks behind the GPU check run on the CPU at toy sizes
+# --------------------------------------------------------------------------------------------
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _bench_module(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_check_script_parses():
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(BENCH / "gpu_check.sh")], capture_output=True).returncode == 0
+
+
+def test_bench_predict_memory_runs_a_child_and_checks_the_bound(tmp_path):
+    import json
+
+    bench = _bench_module("bench_predict_memory")
+    assert bench.main(["--shape", "12", "20", "18", "--tile", "8", "--net", "tiny", "--workdir", str(tmp_path),
+                       "--json", str(tmp_path / "r.json")]) == 0
+    res = json.loads((tmp_path / "r.json").read_text())
+    run = res["runs"]["streaming"]
+    assert res["ok"] and run["returncode"] == 0 and run["output_written"] and run["peak_rss_mib"] > 10
+    assert io.read_mrc(tmp_path / "out_streaming.mrc").shape == (12, 20, 18)
+
+
+def test_bench_train_step_times_fp32_and_bf16(tmp_path):
+    import json
+
+    bench = _bench_module("bench_train_step")
+    assert bench.main(["--device", "cpu", "--net", "small", "--batch", "1", "--size", "8", "--warmup", "1",
+                       "--steps", "1", "--json", str(tmp_path / "t.json")]) == 0
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"] and all(r["ms_per_step"] > 0 for r in rows)
