@@ -4,16 +4,16 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]             # on a GPU machine (OUT_DIR default: $OUT or ./gpu_check_out)
 #   bash benchmarks/gpu_check.sh --dry-run [OUT_DIR]   # the same steps on the CPU at toy sizes (checks the script)
 #
-# Steps (each one fails soft: its exit status and time go to summary.tsv and the run goes on):
+# Steps, in this order (each fails soft: its exit status and time go to summary.tsv and the run goes on):
 #   env           nvidia-smi, torch/CUDA versions, GPU count                                  env.txt
 #   build         the C++/CUDA extension (python -m cryorestore.native --build --require-cuda)  build.log
 #   cuda_tests    the CUDA parity tests (pytest -m cuda)                                      cuda_tests.log
-#   kernels       each native kernel against its torch twin, CUDA events (bench_native.py)    kernels.log
-#   train_step    U-Net training steps fp32 vs bf16 autocast, CUDA events (bench_train_step) train_step.{log,json}
 #   predict       cryorestore predict of a 512x1024x1024 map, default U-Net, tile 96:
 #                 wall time, peak GPU memory, peak host RSS (bench_predict_memory.py)       predict.{log,json}
 #   oom_halving   predict with all but 3 GiB of the GPU taken: the batch must halve, exit 0   oom_halving.{log,json}
 #   oom_one_tile  predict with all but 64 MiB taken: exit 75 and no output                    oom_one_tile.{log,json}
+#   kernels       each native kernel against its torch twin, CUDA events (bench_native.py)    kernels.log
+#   train_step    U-Net training steps fp32 vs bf16 autocast, CUDA events (bench_train_step) train_step.{log,json}
 #   ddp           with two or more GPUs, training wall time on 1 and on 2 GPUs (torchrun)     ddp_*.log
 # then figures.md collects the figures.
 #
@@ -95,23 +95,7 @@ if ((DRY)); then
 else
     run_step build 180 "$PY" -m cryorestore.native --build --require-cuda
 fi
-run_step cuda_tests 120 "$PY" -m pytest -m cuda -q -p no:cacheprovider -o addopts="" tests
-
-# --- kernels against their twins ---------------------------------------------------------------
-if ((DRY)); then
-    run_step kernels 60 "$PY" benchmarks/bench_native.py --device cpu --quick --repeats 2 --no-numpy-timing
-else
-    run_step kernels 75 "$PY" benchmarks/bench_native.py --device cuda --repeats 10 --no-numpy-timing
-fi
-
-# --- training steps fp32 vs bf16 ---------------------------------------------------------------
-if ((DRY)); then
-    run_step train_step 60 "$PY" benchmarks/bench_train_step.py --device cpu --net small --batch 2 --size 16 \
-        --warmup 1 --steps 2 --json "$OUTDIR/train_step.json"
-else
-    run_step train_step 60 "$PY" benchmarks/bench_train_step.py --device cuda --net default --batch 8 --size 64 \
-        --warmup 3 --steps 20 --json "$OUTDIR/train_step.json"
-fi
+run_step cuda_tests 100 "$PY" -m pytest -m cuda -q -p no:cacheprovider -o addopts="" tests
 
 # --- prediction of a 512x1024x1024 tomogram ----------------------------------------------------
 if ((DRY)); then
@@ -121,7 +105,7 @@ else
     P=(--shape 512 1024 1024 --tile 96 --device cuda --net default)
     P_OOM=(--shape 128 384 384 --tile 96 --device cuda --net default)
 fi
-run_step predict 150 "$PY" benchmarks/bench_predict_memory.py "${P[@]}" --batch-size 4 \
+run_step predict 200 "$PY" benchmarks/bench_predict_memory.py "${P[@]}" --batch-size 4 \
     --workdir "$WORK/predict" --json "$OUTDIR/predict.json"
 rm -rf "$WORK/predict"
 
@@ -131,12 +115,28 @@ if ((DRY)); then
         --workdir "$WORK/oom" --json "$OUTDIR/oom_halving.json"
     skip_step oom_one_tile "needs a GPU to exhaust"
 else
-    run_step oom_halving 60 "$PY" benchmarks/bench_predict_memory.py "${P_OOM[@]}" --batch-size 32 \
+    run_step oom_halving 50 "$PY" benchmarks/bench_predict_memory.py "${P_OOM[@]}" --batch-size 32 \
         --leave-free-mib 3072 --workdir "$WORK/oom" --json "$OUTDIR/oom_halving.json"
-    run_step oom_one_tile 45 "$PY" benchmarks/bench_predict_memory.py "${P_OOM[@]}" --batch-size 4 \
+    run_step oom_one_tile 40 "$PY" benchmarks/bench_predict_memory.py "${P_OOM[@]}" --batch-size 4 \
         --leave-free-mib 64 --expect-exit 75 --workdir "$WORK/oom1" --json "$OUTDIR/oom_one_tile.json"
 fi
 rm -rf "$WORK/oom" "$WORK/oom1"
+
+# --- kernels against their twins ---------------------------------------------------------------
+if ((DRY)); then
+    run_step kernels 60 "$PY" benchmarks/bench_native.py --device cpu --quick --repeats 2 --no-numpy-timing
+else
+    run_step kernels 60 "$PY" benchmarks/bench_native.py --device cuda --repeats 10 --no-numpy-timing
+fi
+
+# --- training steps fp32 vs bf16 ---------------------------------------------------------------
+if ((DRY)); then
+    run_step train_step 60 "$PY" benchmarks/bench_train_step.py --device cpu --net small --batch 2 --size 16 \
+        --warmup 1 --steps 2 --json "$OUTDIR/train_step.json"
+else
+    run_step train_step 45 "$PY" benchmarks/bench_train_step.py --device cuda --net default --batch 8 --size 64 \
+        --warmup 3 --steps 20 --json "$OUTDIR/train_step.json"
+fi
 
 # --- two GPUs: distributed training ------------------------------------------------------------
 if ((DRY)) || ((NGPU < 2)); then
