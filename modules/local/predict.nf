@@ -15,8 +15,10 @@ process PREDICT {
     path 'versions.yml', emit: versions
 
     script:
-    def tile = params.tile ? "--tile ${params.tile}" : ''
-    def overlap = params.overlap ? "--overlap ${params.overlap}" : ''
+    // a retry after exit 75 (one tile did not fit in GPU memory) halves the tile (from --tile or 96) and the overlap
+    def shrink = 1 << (task.attempt - 1)
+    def tile = (params.tile || task.attempt > 1) ? "--tile ${Math.max(16, (params.tile ?: 96).intdiv(shrink))}" : ''
+    def overlap = params.overlap ? "--overlap ${params.overlap.intdiv(shrink)}" : ''
     def extra = params.predict_args ?: ''
     """
     export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus}

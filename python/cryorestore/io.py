@@ -97,6 +97,31 @@ def _require_file(path: PathLike, what: str) -> Path:
     return p
 
 
+def _mrc_error(p: Path, exc: BaseException) -> InputError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return InputError(f"{p} is not a readable MRC file ({first})")
+
+
+def _checked_volume(p: Path, data: np.ndarray, sizes: tuple[float, float, float], check_finite: bool) -> Volume:
+    """The checks every MRC read makes (3D, ≥ 2 voxels per axis, isotropic voxel, finite values)."""
+    if data.ndim != 3:
+        raise InputError(f"{p} holds a {data.ndim}D array; a 3D volume (z, y, x) is needed")
+    if min(data.shape) < 2:
+        raise InputError(f"{p} has shape {data.shape}; every axis needs at least 2 voxels")
+    voxel = sizes[0]
+    if voxel <= 0:
+        warnings.warn(f"{p}: voxel size is unset in the header; assuming 1.0 Å", stacklevel=3)
+        voxel = 1.0
+    elif not np.allclose(sizes, voxel, rtol=1e-3):
+        raise InputError(f"{p} has anisotropic voxels {sizes} Å; resample to an isotropic voxel first")
+    if check_finite:
+        step = max(1, (1 << 24) // max(1, data[0].size))  # z-slabs of ~16 M voxels: bounded temporaries
+        bad = sum(int((~np.isfinite(data[z:z + step])).sum()) for z in range(0, data.shape[0], step))
+        if bad:
+            raise InputError(f"{p} contains {bad} NaN or infinite voxels; fix or mask them first")
+    return Volume(data, voxel)
+
+
 def read_mrc(path: PathLike, *, check_finite: bool = True) -> Volume:
     """Read an MRC map as float32 (z, y, x) with its voxel size in Å.
 
@@ -115,22 +140,31 @@ def read_mrc(path: PathLike, *, check_finite: bool = True) -> Volume:
                 vs = mrc.voxel_size
                 sizes = (float(vs.x), float(vs.y), float(vs.z))
     except (ValueError, OSError, EOFError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{p} is not a readable MRC file ({first})") from None
-    if data.ndim != 3:
-        raise InputError(f"{p} holds a {data.ndim}D array; a 3D volume (z, y, x) is needed")
-    if min(data.shape) < 2:
-        raise InputError(f"{p} has shape {data.shape}; every axis needs at least 2 voxels")
-    voxel = sizes[0]
-    if voxel <= 0:
-        warnings.warn(f"{p}: voxel size is unset in the header; assuming 1.0 Å", stacklevel=2)
-        voxel = 1.0
-    elif not np.allclose(sizes, voxel, rtol=1e-3):
-        raise InputError(f"{p} has anisotropic voxels {sizes} Å; resample to an isotropic voxel first")
-    if check_finite and not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise InputError(f"{p} contains {bad} NaN or infinite voxels; fix or mask them first")
-    return Volume(data, voxel)
+        raise _mrc_error(p, exc) from None
+    return _checked_volume(p, data, sizes, check_finite)
+
+
+@contextlib.contextmanager
+def open_mrc_mmap(path: PathLike, *, check_finite: bool = True) -> Iterator[Volume]:
+    """Open an MRC map as a read-only memory map (``mrcfile.mmap``), checked like :func:`read_mrc`.
+
+    Yields a :class:`Volume` whose ``data`` (z, y, x) keeps the file's dtype and is read from disk
+    only where indexed; valid until the block ends. The finite check reads the map once in slabs.
+    """
+    import mrcfile
+
+    p = _require_file(path, "MRC file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mrc = mrcfile.mmap(p, mode="r", permissive=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise _mrc_error(p, exc) from None
+    with mrc:
+        vs = mrc.voxel_size
+        if mrc.data is None:
+            raise InputError(f"{p} is not a readable MRC file (no data block)")
+        yield _checked_volume(p, mrc.data, (float(vs.x), float(vs.y), float(vs.z)), check_finite)
 
 
 def read_mrc_header(path: PathLike) -> tuple[tuple[int, int, int], float]:
@@ -144,7 +178,7 @@ def read_mrc_header(path: PathLike) -> tuple[tuple[int, int, int], float]:
             shape = (int(h.nz), int(h.ny), int(h.nx))
             voxel = float(mrc.voxel_size.x)
     except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{p} is not a readable MRC file ({str(exc).splitlines()[0]})") from None
+        raise _mrc_error(p, exc) from None
     return shape, (voxel if voxel > 0 else 1.0)
 
 

@@ -1,16 +1,25 @@
-"""Apply a trained model directory to whole tomograms by tiled inference.
+"""Apply a trained model directory to whole tomograms by streaming tiled inference.
 
-The volume is normalised with the model's statistics, cut into overlapping cubic tiles (padded at
-the borders), run through the network in batches (AMP on CUDA), blended with a smooth window by
-:func:`cryorestore.tiling.tiled_apply` so no seams show, and mapped back to the input's grey scale.
-Which volumes the network sees depends on the method (``prediction_inputs``): for ``n2n`` the result
-is the mean of f(even) and f(odd) as in cryoCARE; for ``deepdewedge``/``isonet`` the same, or f(v)
-when only one volume is given. Sizes are in voxels; volumes are (z, y, x) float32.
+Each volume is cut into overlapping cubic tiles (reflect-padded at borders shorter than a tile),
+read one batch at a time (from a memory map when the input is a file), normalised with the model's
+stored statistics as they are read, run through the network (AMP on CUDA) and added, weighted by
+a smooth window, into one host accumulator; dividing by the separable summed window
+(:class:`cryorestore.tiling.TileGrid`) blends them without seams, and the result is mapped back to
+the input's grey scale. Which volumes the network sees depends on the method
+(``prediction_inputs``): for ``n2n`` the result is the mean of f(even) and f(odd) as in cryoCARE;
+for ``deepdewedge``/``isonet`` the same, or f(v) when only one volume is given. All inputs share
+the one accumulator.
+
+Memory: the device holds the network and one batch of tiles (halved on out-of-memory; when one
+tile does not fit, :class:`~cryorestore.tiling.TileOutOfMemoryError`, which ``cryorestore predict``
+reports with exit code :data:`EXIT_TILE_OOM`); the host holds the output (float32) besides the
+memory-mapped input. Sizes are in voxels; volumes are (z, y, x) float32.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +29,10 @@ from cryorestore.errors import InputError
 from cryorestore.modeldir import LoadedModel, load_model_dir
 from cryorestore.precision import Precision, autocast_dtype
 
+EXIT_TILE_OOM = 75
+"""Exit status of ``cryorestore predict`` when a single tile does not fit in device memory (EX_TEMPFAIL):
+the pipeline retries the task with a smaller ``--tile``."""
+
 
 def default_tile(loaded: LoadedModel) -> int:
     """Default tile edge (voxels): twice the training crop, at most 96 and at least 32, a multiple of 16."""
@@ -27,11 +40,27 @@ def default_tile(loaded: LoadedModel) -> int:
     return int(min(96, max(32, 2 * crop)) // 16 * 16)
 
 
-def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = None, overlap: int | None = None,
-                   batch_size: int = 4, device: torch.device | str = "cpu", amp: bool = True,
-                   progress: bool = True) -> np.ndarray:
-    """Network output for one (z, y, x) volume, in the volume's grey scale (float32)."""
-    from cryorestore.tiling import tiled_apply
+def network_fn(model: torch.nn.Module, device: torch.device, amp: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model as a no-grad float32 tile function on ``device`` (bf16/fp16 autocast on CUDA when ``amp``)."""
+    use_amp = amp and device.type == "cuda"
+
+    def fn(batch: torch.Tensor) -> torch.Tensor:
+        ctx = Precision(dev, autocast_dtype(dev, use_amp), None).autocast()  # bf16 only where native
+        with torch.no_grad(), ctx:
+            return model(batch).float()
+
+    return fn
+
+
+def predict_mean(loaded: LoadedModel, volumes: Sequence[np.ndarray], tile: int | None = None,
+                 overlap: int | None = None, batch_size: int = 4, device: torch.device | str = "cpu",
+                 amp: bool = True, progress: bool = True) -> np.ndarray:
+    """Mean of the network's outputs over ``volumes`` (same (z, y, x) shape), in their grey scale (float32).
+
+    ``volumes`` may be numpy arrays or memory maps of any real dtype; each tile is read, cast to
+    float32 and normalised with the model's statistics when its batch is due.
+    """
+    from cryorestore.tiling import TileGrid, accumulate_tiles
 
     tile = default_tile(loaded) if tile is None else int(tile)
     overlap = tile // 4 if overlap is None else int(overlap)
@@ -39,40 +68,54 @@ def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = N
         raise InputError(f"--tile {tile} is too small; use at least 8 voxels")
     if not 0 <= overlap < tile:
         raise InputError(f"--overlap {overlap} must lie in [0, tile) = [0, {tile})")
+    if not volumes:
+        raise InputError("no volume to predict")
+    shape = tuple(volumes[0].shape)
+    if len(shape) != 3 or any(tuple(v.shape) != shape for v in volumes):
+        raise InputError(f"the volumes to restore must be 3D and of one shape, got {[tuple(v.shape) for v in volumes]}")
     dev = torch.device(device)
     model = loaded.model.to(dev).eval()
     norm = loaded.normalization
-    x = torch.from_numpy(norm.apply(np.asarray(volume, dtype=np.float32))).to(dev)
-    use_amp = amp and dev.type == "cuda"
+    grid = TileGrid(shape, tile, overlap)
+    out = np.zeros(shape, dtype=np.float32)
+    acc = torch.from_numpy(out)  # shares memory: the accumulator is the result
+    fn = network_fn(model, dev, amp)
+    for i, v in enumerate(volumes):
+        desc = "tiles" if len(volumes) == 1 else f"tiles {i + 1}/{len(volumes)}"
+        batch_size = accumulate_tiles(grid, v, fn, acc, batch_size=batch_size, device=dev, prepare=norm.apply,
+                                      progress=progress, desc=desc)
+    grid.normalize_(acc, scale=len(volumes))
+    np.multiply(out, np.float32(norm.std), out=out)  # norm.invert, in place
+    np.add(out, np.float32(norm.mean), out=out)
+    return out
 
-    def fn(batch: torch.Tensor) -> torch.Tensor:
-        ctx = Precision(dev, autocast_dtype(dev, use_amp), None).autocast()  # bf16 only where native
-        with torch.no_grad(), ctx:
-            return model(batch).float()
 
-    out = tiled_apply(x, fn, tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
-    return norm.invert(out.detach().cpu().numpy())
+def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = None, overlap: int | None = None,
+                   batch_size: int = 4, device: torch.device | str = "cpu", amp: bool = True,
+                   progress: bool = True) -> np.ndarray:
+    """Network output for one (z, y, x) volume, in the volume's grey scale (float32); see :func:`predict_mean`."""
+    return predict_mean(loaded, [volume], tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp,
+                        progress=progress)
 
 
 def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None, **kwargs) -> np.ndarray:
     """The restored map: the mean of the network's outputs over the method's prediction inputs."""
     from cryorestore.methods import method_class
 
-    inputs = method_class(loaded.config["method"]).prediction_inputs(even, odd)
-    acc = np.zeros(np.shape(even), dtype=np.float64)
-    for v in inputs:
-        acc += predict_volume(loaded, v, **kwargs)
-    return (acc / len(inputs)).astype(np.float32)
+    return predict_mean(loaded, list(method_class(loaded.config["method"]).prediction_inputs(even, odd)), **kwargs)
 
 
 def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | None, out: str | Path,
                   device: torch.device | str = "cpu", **kwargs) -> Path:
-    """Read maps, restore them with the model directory, write ``out`` with the input's voxel size."""
+    """Restore memory-mapped maps with the model directory; write ``out`` with the input's voxel size."""
     loaded = load_model_dir(model_dir, device)
-    ve = io.read_mrc(even)
-    vo = None
-    if odd is not None:
-        vo = io.read_mrc(odd)
-        io.check_same_grid(ve, vo, str(even), str(odd))
-    result = restore(loaded, ve.data, None if vo is None else vo.data, device=device, **kwargs)
-    return io.write_mrc(out, result, ve.voxel_size)
+    with contextlib.ExitStack() as stack:
+        ve = stack.enter_context(io.open_mrc_mmap(even))
+        vo = None
+        if odd is not None:
+            vo = stack.enter_context(io.open_mrc_mmap(odd))
+            io.check_same_grid(ve, vo, str(even), str(odd))
+        voxel_size = ve.voxel_size
+        result = restore(loaded, ve.data, None if vo is None else vo.data, device=device, **kwargs)
+        del ve, vo  # the last references to the maps: the input pages leave memory before the output is written
+    return io.write_mrc(out, result, voxel_size)

@@ -4,15 +4,23 @@ A network sees a tomogram as cubic tiles of ``tile`` voxels that overlap by ``ov
 predictions are put back with a smooth window and normalised by the summed window, so that no seam
 shows where tiles meet. Arrays are (z, y, x); all sizes are in voxels.
 
-:func:`blend_tiles_torch` is the pure-torch twin of :func:`cryorestore.native.blend_tiles` (the
-native kernel is the default path; :func:`tiled_apply` calls it).
+:func:`tiled_apply` and :func:`accumulate_tiles` stream: tiles are read from the volume (an array,
+a memory map or a tensor) one batch at a time, and each batch's weighted output is added into the
+result at once; the summed window is separable (:class:`TileGrid`), so no full-size denominator
+is kept. Device memory is bounded by the network plus one batch (halved on out-of-memory), host
+memory by the volume plus the result. :func:`blend_tiles_torch` is the pure-torch twin of
+:func:`cryorestore.native.blend_tiles`, which blends a whole set of tiles held at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -121,7 +129,23 @@ def blend_tiles_torch(tiles: torch.Tensor, origins: torch.Tensor, window: torch.
     return torch.where(den > 0, num / den.clamp(min=torch.finfo(torch.float32).tiny), torch.zeros_like(num))
 
 
-def _reflect_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
+# --------------------------------------------------------------------------------------------
+# streaming tiled inference: bounded memory
+# --------------------------------------------------------------------------------------------
+class TileOutOfMemoryError(RuntimeError):
+    """Even a batch of one tile does not fit in the device's memory: retry with a smaller tile."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a device out-of-memory error: ``torch.cuda.OutOfMemoryError``, or a RuntimeError saying
+    "out of memory" (other backends) or ``..._STATUS_ALLOC_FAILED`` (cuDNN/cuBLAS workspaces)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "status_alloc_failed" in text)
+
+
+def _reflect_index(n: int, before: int, after: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Indices into an axis of length ``n`` that pad it by reflection (no edge repeat), any pad size."""
     i = torch.arange(-before, n + after, device=device)
     if n == 1:
@@ -131,43 +155,197 @@ def _reflect_index(n: int, before: int, after: int, device: torch.device) -> tor
     return torch.where(i < n, i, period - i)
 
 
-def tiled_apply(volume: torch.Tensor, fn: TileFn, tile: int, overlap: int, batch_size: int = 4,
+Volume3D = np.ndarray | torch.Tensor
+
+
+class TileGrid:
+    """Where the ``tile``³ tiles of a (Z, Y, X) volume lie, and how their blend is normalised.
+
+    Axes shorter than ``tile`` are padded by reflection (split between both ends) to ``tile``;
+    :attr:`origins` (T, 3) are :func:`tile_origins` of that padded shape (z slowest). Because the
+    tiles form a regular grid and the window is the outer product of one ramp ``r``, the summed
+    window is separable, ``Σ_tiles w = Dz ⊗ Dy ⊗ Dx`` with ``D(i) = Σ_o r(i − o)`` over one axis'
+    origins, so no full-size denominator is ever stored. All sizes in voxels.
+    """
+
+    def __init__(self, shape: Sequence[int], tile: int, overlap: int) -> None:
+        _check_tile_overlap(tile, overlap)
+        dims = tuple(int(s) for s in shape)
+        if len(dims) != 3 or min(dims) < 1:
+            raise InputError(f"expected a positive 3D (z, y, x) shape, got {tuple(shape)}")
+        self.shape: tuple[int, int, int] = dims  # type: ignore[assignment]
+        self.tile, self.overlap = int(tile), int(overlap)
+        extras = [max(0, self.tile - n) for n in dims]
+        self.pads = tuple((e // 2, e - e // 2) for e in extras)
+        self.padded_shape = tuple(n + b + a for n, (b, a) in zip(dims, self.pads))
+        self.origins = tile_origins(self.padded_shape, self.tile, self.overlap)
+        self.window = blending_window(self.tile, self.overlap)
+        # source index of each padded position, only for the (short) padded axes
+        self._source = [None if b == a == 0 else _reflect_index(n, b, a).numpy() for n, (b, a) in zip(dims, self.pads)]
+
+    def __len__(self) -> int:
+        return int(self.origins.shape[0])
+
+    def read(self, volume: Volume3D, origin: Sequence[int]) -> Volume3D:
+        """The tile at ``origin`` (padded coordinates) of ``volume`` (numpy, memory map or tensor), as stored.
+
+        Only the tile's own voxels are read (plus whole short axes that need reflection).
+        """
+        t = self.tile
+        block = volume[tuple(slice(o, o + t) if src is None else slice(None) for o, src in zip(origin, self._source))]
+        for axis, (o, src) in enumerate(zip(origin, self._source)):
+            if src is not None:
+                idx = src[o:o + t]
+                if isinstance(block, torch.Tensor):
+                    block = block.index_select(axis, torch.as_tensor(idx, device=block.device))
+                else:
+                    block = np.take(block, idx, axis=axis)
+        return block
+
+    def placement(self, origin: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """(slices of the output volume, slices of the tile) where the tile at ``origin`` lands, padding cropped."""
+        out, part = [], []
+        for o, n, (b, _) in zip(origin, self.shape, self.pads):
+            lo, hi = max(o, b), min(o + self.tile, b + n)
+            out.append(slice(lo - b, hi - b))
+            part.append(slice(lo - o, hi - o))
+        return tuple(out), tuple(part)
+
+    def weight_sums(self) -> list[np.ndarray]:
+        """Per axis, the summed 1D ramps ``D`` (float64, one value per voxel of the volume, all > 0)."""
+        ramp = _ramp(self.tile, self.overlap).numpy()
+        sums = []
+        for axis, (n, (b, _)) in enumerate(zip(self.shape, self.pads)):
+            d = np.zeros(self.padded_shape[axis])
+            for o in sorted(set(self.origins[:, axis].tolist())):
+                d[o:o + self.tile] += ramp
+            sums.append(d[b:b + n])
+        return sums
+
+    def normalize_(self, acc: torch.Tensor, scale: float = 1.0, chunk_voxels: int = 1 << 22) -> torch.Tensor:
+        """Divide the accumulated ``Σ w·tile`` (Z, Y, X) in place by ``scale · Σ w`` (float64 arithmetic, in z-slabs)."""
+        if tuple(acc.shape) != self.shape:
+            raise ValueError(f"accumulator shape {tuple(acc.shape)} differs from the grid's {self.shape}")
+        dz, dy, dx = (torch.as_tensor(d, device=acc.device) for d in self.weight_sums())
+        plane = (dy[:, None] * dx[None, :]) * float(scale)
+        step = max(1, chunk_voxels // max(1, plane.numel()))
+        for z0 in range(0, self.shape[0], step):
+            sl = acc[z0:z0 + step]
+            sl.copy_(sl.double() / (dz[z0:z0 + step, None, None] * plane))
+        return acc
+
+
+def _free_device_cache(device: torch.device) -> None:
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _read_batch(grid: TileGrid, volume: Volume3D, chunk: list[list[int]],
+                prepare: Callable[[np.ndarray], np.ndarray] | None) -> Volume3D:
+    """The tiles at ``chunk`` stacked (B, tile, tile, tile): a float32 array (through ``prepare``), or a tensor."""
+    tiles = [grid.read(volume, o) for o in chunk]
+    if isinstance(volume, torch.Tensor):
+        return torch.stack(tiles).to(torch.float32)
+    host = np.stack(tiles).astype(np.float32, copy=False)
+    return prepare(host) if prepare is not None else host
+
+
+def _done(value: object) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
+
+
+def accumulate_tiles(grid: TileGrid, volume: Volume3D, fn: TileFn, acc: torch.Tensor, batch_size: int = 4,
+                     device: torch.device | str | None = None,
+                     prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+                     progress: bool = True, desc: str = "tiles", prefetch: bool | None = None) -> int:
+    """Add ``Σ window·fn(tile)`` over the tiles of ``volume`` into ``acc`` (Z, Y, X) float32, batch by batch.
+
+    ``volume`` (Z, Y, X) may be a numpy array, a memory map or a tensor; tiles are read from it only
+    when their batch is due (numpy tiles as float32, passed through ``prepare``), moved to ``device``
+    (default: the tensor's device, else the CPU) as (B, 1, tile, tile, tile), and ``fn``'s output
+    (same shape) is weighted by the window and added into ``acc`` on its own device at once. With
+    ``prefetch`` (default: for numpy input on a non-CPU device) a thread reads the next batch while
+    the device computes. Memory beyond ``volume`` and ``acc``: one or two batches of tiles. When
+    ``fn`` runs out of device memory the batch is halved and retried (with a warning); with one tile
+    per batch that raises :class:`TileOutOfMemoryError`. Returns the batch size that worked (reuse
+    it for the next volume).
+    """
+    if int(batch_size) < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    if tuple(volume.shape) != grid.shape or tuple(acc.shape) != grid.shape:
+        raise ValueError(f"volume {tuple(volume.shape)} and accumulator {tuple(acc.shape)} must have the grid's "
+                         f"shape {grid.shape}")
+    if device is None:
+        device = volume.device if isinstance(volume, torch.Tensor) else torch.device("cpu")
+    dev = torch.device(device)
+    if prefetch is None:
+        prefetch = dev.type != "cpu" and not isinstance(volume, torch.Tensor)
+    window = grid.window.to(dev)
+    origins = grid.origins.tolist()
+    size, start, tile, total = int(batch_size), 0, grid.tile, len(origins)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=1)) if prefetch else None
+
+        def load(lo: int) -> Future:
+            chunk = origins[lo:lo + size]
+            if pool is None:
+                return _done(_read_batch(grid, volume, chunk, prepare))
+            return pool.submit(_read_batch, grid, volume, chunk, prepare)
+
+        bar = stack.enter_context(tqdm(total=total, desc=desc, unit="tile", disable=not progress))
+        pending = load(0)
+        while start < total:
+            host = pending.result()
+            n = len(host)
+            pending = load(start + n) if start + n < total else _done(None)  # read ahead while the device works
+            batch = (host if isinstance(host, torch.Tensor) else torch.from_numpy(host)).to(dev).unsqueeze(1)
+            oom = False
+            try:
+                pred = fn(batch)
+                if tuple(pred.shape) != tuple(batch.shape):
+                    raise ValueError(f"tile function returned shape {tuple(pred.shape)}, expected {tuple(batch.shape)}")
+                weighted = (pred[:, 0].detach().to(torch.float32) * window).to(acc.device)
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                oom = True  # handled below, once the traceback (and the tensors it holds) is released
+            if oom:
+                del batch
+                pending.result()  # the read-ahead assumed this batch's size: drop it
+                _free_device_cache(dev)
+                if n == 1:
+                    raise TileOutOfMemoryError(
+                        f"one {tile}³ tile does not fit in the memory of {dev}; retry with a smaller --tile "
+                        f"(e.g. {max(8, tile // 2)})")
+                size = n // 2
+                warnings.warn(f"out of memory on {dev} with {n} tiles per batch; retrying with {size}",
+                              RuntimeWarning, stacklevel=2)
+                pending = _done(host[:size])  # the first half of the same tiles, already read
+                continue
+            for t, o in enumerate(origins[start:start + n]):
+                out_sl, tile_sl = grid.placement(o)
+                acc[out_sl] += weighted[(t, *tile_sl)]
+            start += n
+            bar.update(n)
+    return size
+
+
+def tiled_apply(volume: Volume3D, fn: TileFn, tile: int, overlap: int, batch_size: int = 4,
                 progress: bool = True) -> torch.Tensor:
     """Apply ``fn`` to overlapping ``tile``³ tiles of ``volume`` (Z, Y, X) and blend the results.
 
     Axes shorter than ``tile`` are padded by reflection (split between both ends); ``fn`` gets
-    batches (B, 1, tile, tile, tile) on the volume's device and must return the same shape. The
-    predictions are blended with :func:`blending_window` through :func:`cryorestore.native.blend_tiles`
-    and cropped back to (Z, Y, X). Returns float32 on the volume's device.
+    batches (B, 1, tile, tile, tile) on the volume's device (the CPU for numpy input) and must return
+    the same shape. Each batch is weighted by :func:`blending_window` and added into the output at
+    once, which is then divided by the separable summed window (:class:`TileGrid`): memory is the
+    volume, the output and one batch. Returns float32 (Z, Y, X) on the volume's device.
     """
-    from cryorestore import native
-
     if volume.ndim != 3:
         raise InputError(f"tiled_apply needs a (Z, Y, X) volume, got shape {tuple(volume.shape)}")
-    _check_tile_overlap(tile, overlap)
-    if int(batch_size) < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}")
-    dev = volume.device
-    vol = volume.to(torch.float32)
-    pads = []
-    for n in vol.shape:
-        extra = max(0, tile - n)
-        pads.append((extra // 2, extra - extra // 2))
-    for axis, (before, after) in enumerate(pads):
-        if before or after:
-            vol = vol.index_select(axis, _reflect_index(vol.shape[axis], before, after, dev))
-    padded_shape = tuple(vol.shape)
-    origins = tile_origins(padded_shape, tile, overlap)
-    outputs = torch.empty((origins.shape[0], tile, tile, tile), dtype=torch.float32, device=dev)
-    starts = range(0, origins.shape[0], batch_size)
-    for s in tqdm(starts, desc="tiles", unit="batch", disable=not progress):
-        chunk = origins[s:s + batch_size].tolist()
-        batch = torch.stack([vol[z:z + tile, y:y + tile, x:x + tile] for z, y, x in chunk]).unsqueeze(1)
-        pred = fn(batch)
-        if tuple(pred.shape) != tuple(batch.shape):
-            raise ValueError(f"tile function returned shape {tuple(pred.shape)}, expected {tuple(batch.shape)}")
-        outputs[s:s + len(chunk)] = pred[:, 0].detach().to(torch.float32)
-    window = blending_window(tile, overlap, device=dev)
-    out = native.blend_tiles(outputs, origins, window, padded_shape)
-    crop = tuple(slice(b, b + n) for (b, _), n in zip(pads, volume.shape))
-    return out[crop].contiguous()
+    grid = TileGrid(volume.shape, tile, overlap)
+    dev = volume.device if isinstance(volume, torch.Tensor) else torch.device("cpu")
+    acc = torch.zeros(grid.shape, dtype=torch.float32, device=dev)
+    accumulate_tiles(grid, volume, fn, acc, batch_size=batch_size, device=dev, progress=progress)
+    return grid.normalize_(acc)

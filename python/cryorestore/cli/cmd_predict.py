@@ -1,8 +1,13 @@
-"""``cryorestore predict MODEL_DIR --even E.mrc [--odd O.mrc] --out OUT.mrc``: tiled inference."""
+"""``cryorestore predict MODEL_DIR --even E.mrc [--odd O.mrc] --out OUT.mrc``: streaming tiled inference.
+
+Exit status 75 (:data:`cryorestore.predict.EXIT_TILE_OOM`) when a single tile does not fit in device
+memory (the batch is halved down to one tile first): rerun with a smaller ``--tile``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from cryorestore.cli.common import add_device_option, positive, resolve_device
 
@@ -17,16 +22,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="OUT.mrc", help="restored map (keeps the input's voxel size)")
     p.add_argument("--tile", type=positive(int), default=None, help="tile edge in voxels (default: 2× training crop, ≤ 96)")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in voxels (default: tile/4)")
-    p.add_argument("--batch-size", type=positive(int), default=4, help="tiles per forward pass (default: 4)")
+    p.add_argument("--batch-size", type=positive(int), default=4, help="tiles per forward pass (default: 4; halved on device out-of-memory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cryorestore.predict import predict_files
+    from cryorestore.predict import EXIT_TILE_OOM, predict_files
+    from cryorestore.tiling import TileOutOfMemoryError
 
     device = resolve_device(args.device)
-    out = predict_files(args.model_dir, args.even, args.odd, args.out, device=device, tile=args.tile,
-                        overlap=args.overlap, batch_size=args.batch_size, progress=not args.no_progress)
+    try:
+        out = predict_files(args.model_dir, args.even, args.odd, args.out, device=device, tile=args.tile,
+                            overlap=args.overlap, batch_size=args.batch_size, progress=not args.no_progress)
+    except TileOutOfMemoryError as exc:
+        print(f"cryorestore predict: error: {exc}", file=sys.stderr)
+        return EXIT_TILE_OOM
     print(f"wrote {out}")
     return 0
