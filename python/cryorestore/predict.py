@@ -45,7 +45,7 @@ def network_fn(model: torch.nn.Module, device: torch.device, amp: bool = True) -
     use_amp = amp and device.type == "cuda"
 
     def fn(batch: torch.Tensor) -> torch.Tensor:
-        ctx = Precision(dev, autocast_dtype(dev, use_amp), None).autocast()  # bf16 only where native
+        ctx = Precision(device, autocast_dtype(device, use_amp), None).autocast()  # bf16 only where native
         with torch.no_grad(), ctx:
             return model(batch).float()
 
