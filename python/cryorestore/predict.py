@@ -18,6 +18,7 @@ memory-mapped input. Sizes are in voxels; volumes are (z, y, x) float32.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable, Sequence
 
