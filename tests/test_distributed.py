@@ -168,7 +168,7 @@ def _share_probe(directory):
         def make():
             (directory / f"made-{mode}-{ctx.rank}").touch()
             boxes = np.arange(24, dtype=np.float32).reshape(2, 1, 2, 3, 2)
-            return SubtomoSet(boxes, boxes[:1] * 2, np.zeros((3, 4), np.int64), Normalization(1.0, 2.0)), 7.5
+            return SubtomoSet(boxes, boxes[:1] * 2, np.zeros((3, 4), np.int64), Normalization(1.0, 2.0), []), 7.5
 
         subs, extra = distributed.share_from_main(make, directory, ctx)
         results[mode] = (subs.train.sum(), subs.val.sum(), subs.normalization.std, extra,

@@ -107,18 +107,19 @@ def test_refilled_boxes_written_separately_and_only_when_changed(dataset, tmp_pa
     def record(epoch, _):
         seen.append({p.name: p.stat().st_ino for p in out.glob("refilled-*")})
 
-    cfg = _cfg(dataset, out, method="deepdewedge", n_subtomos=8, epochs=4, refill_every=2)
+    # crops of 8 → boxes of 16 (ceil(√3·8)+2): training box, one-crop gap and validation slab fit the 64-voxel y axis
+    cfg = _cfg(dataset, out, method="deepdewedge", n_subtomos=8, epochs=4, refill_every=2, subtomo_size=8)
     train(cfg, progress=False, on_epoch_end=record)
     name = refilled_name(1)  # refill after epoch 2 (index 1); none after the last epoch
     assert seen[0] == {} and list(seen[1]) == [name] and seen[1] == seen[2] == seen[3]
     ck = torch.load(out / CHECKPOINT, weights_only=False)
     assert ck["refilled"] == name and "train_filled" not in ck and "val_filled" not in ck
     filled = torch.load(out / name, weights_only=True)
-    assert filled["epoch"] == 1 and filled["train"].shape[1:] == (2, 30, 30, 30)
+    assert filled["epoch"] == 1 and filled["train"].shape[1:] == (2, 16, 16, 16)
     from cryorestore import io
     from cryorestore.data import SubtomoSampler
 
-    raw = SubtomoSampler([io.read_mrc(dataset / "even.mrc").data], [io.read_mrc(dataset / "odd.mrc").data], 30,
-                         n_subtomos=8, seed=cfg.seed).sample()
+    raw = SubtomoSampler([io.read_mrc(dataset / "even.mrc").data], [io.read_mrc(dataset / "odd.mrc").data], 16,
+                         n_subtomos=8, seed=cfg.seed, gap=8).sample()
     assert raw.train.shape == tuple(filled["train"].shape)
     assert not np.allclose(filled["train"].numpy(), raw.train, atol=1e-3)  # the refill changed the boxes
