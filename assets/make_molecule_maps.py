@@ -22,7 +22,7 @@ h² / (2π m₀ e)):
   truth map (other sampling, other B-factor); the simulator resamples it to the tomogram's voxel
   size for matching and averaging, never the array it placed.
 
-Maps are centred on the assembly's centre of mass, cropped to the box that holds every value above
+Maps are centred on the assembly's centre of mass (voxel (N − 1) / 2 of every axis), cropped to the box that holds every value above
 0.2 % of the maximum, and stored as float16 MRC (gzip) with the voxel size in the header.
 """
 
@@ -61,7 +61,7 @@ def potential_map(st: gemmi.Structure, spacing: float, b_factor: float) -> np.nd
     n = int(np.ceil(2 * (radius + 4 * np.sqrt(b_factor) + 10.0) / spacing))
     n += n % 2
     edge = n * spacing
-    shift = edge / 2.0 - com
+    shift = (edge - spacing) / 2.0 - com  # the centre of mass on grid point (n − 1) / 2
     for cra in model.all():
         p = cra.atom.pos
         cra.atom.pos = gemmi.Position(p.x + shift[0], p.y + shift[1], p.z + shift[2])
