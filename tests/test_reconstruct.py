@@ -154,3 +154,61 @@ def test_off_centre_point_source_lands_where_it_was(rng):
     assert np.abs(found - expected).max() < 0.2, (found, expected)
     # the mirror image would sit 2·z0 away in z
     assert abs(found[0] - (cz - z0)) > 10
+
+
+def _ctf_series(phantom, rng, pixel=10.0):
+    """Noisy projections of ``phantom`` through a 4 µm-underfocus CTF with the tilted-image defocus
+    gradient (the simulator's image formation), and the per-tilt CTF rows."""
+    from cryorestore import ctf
+    from cryorestore.simulate import realistic
+
+    clean = projection.project(phantom, ANGLES).astype(np.float64)
+    rows = [ctf.TiltCTF(40000.0 + 500 * np.sin(i), 39800.0 + 500 * np.sin(i), 20.0) for i in range(len(ANGLES))]
+    opt = ctf.Optics()
+    blurred = np.stack([realistic.expected_contrast(p, a, pixel, c, opt, 0.0, 0.0, strip=8)
+                        for p, a, c in zip(clean, ANGLES, rows)])
+    noisy = blurred + rng.normal(scale=0.3 * blurred.std(), size=blurred.shape)
+    return noisy.astype(np.float32), rows
+
+
+def test_cli_reconstruct_ctf_beats_no_ctf(tmp_path, rng, cli):
+    """Phase flipping with the CTF file raises the FSC against the truth over the CTF's band."""
+    from cryorestore import ctf
+
+    v = ndimage.gaussian_filter(rng.standard_normal(SHAPE), 0.8)
+    z, _, x = np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in SHAPE], indexing="ij")
+    phantom = (v * np.exp(-(z**2 + x**2) / (2 * 7.0**2))).astype(np.float32)
+    # 5 Å pixels: at 4 µm underfocus the CTF changes sign from 0.18 cycles/pixel on
+    stack, rows = _ctf_series(phantom, rng, pixel=5.0)
+    ts = io.write_mrc(tmp_path / "ts.mrc", stack, 5.0)
+    tlt = io.write_tlt(tmp_path / "ts.tlt", ANGLES)
+    ctf_file = ctf.write_ctffind(tmp_path / "ctf.txt", rows, 5.0)
+    common = ["--angles", tlt, "--thickness", SHAPE[0], "--device", "cpu"]
+    assert cli_main(["reconstruct", str(ts), *map(str, common), "--out-dir", str(tmp_path / "raw")]) == 0
+    assert cli_main(["reconstruct", str(ts), *map(str, common), "--out-dir", str(tmp_path / "ctf"),
+                     "--ctf", str(ctf_file)]) == 0
+    freqs = fourier.shell_frequencies(SHAPE)
+    band = (freqs > 0.15) & (freqs < 0.45)
+    curves = {k: fourier.fsc(torch.from_numpy(io.read_mrc(tmp_path / k / "full.mrc").data),
+                             torch.from_numpy(phantom)).numpy() for k in ("raw", "ctf")}
+    assert curves["ctf"][band].mean() > curves["raw"][band].mean() + 0.2, curves
+    assert curves["ctf"][band].min() > 0.3
+
+
+def test_cli_reconstruct_bad_ctf_files(tmp_path, rng, capsys):
+    stack = rng.standard_normal((6, 8, 32)).astype(np.float32)
+    ts = io.write_mrc(tmp_path / "ts.mrc", stack, 10.0)
+    tlt = io.write_tlt(tmp_path / "ts.tlt", np.linspace(-50, 50, 6))
+    row = "1 30000 29000 10 0 0.1 20\n"
+    cases = {
+        "count.txt": ("# hdr\n" + row * 5, "has 5 CTF rows but the tilt series has 6"),
+        "text.txt": ("# hdr\n" + row * 5 + "1 30000 x 10 0 0.1 20\n", "not numeric"),
+        "neg.txt": ("# hdr\n" + row * 5 + "1 -30000 29000 10 0 0.1 20\n", "negative defocus"),
+    }
+    out = tmp_path / "out"
+    for name, (body, match) in cases.items():
+        (tmp_path / name).write_text(body)
+        rc = cli_main(["reconstruct", str(ts), "--angles", str(tlt), "--out-dir", str(out), "--ctf", str(tmp_path / name)])
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert rc == 2 and len(lines) == 1 and match in lines[0], (name, lines)
+        assert not out.exists()
