@@ -82,7 +82,8 @@ def numpy_wedge(shape, tmin, tmax, rotations):
         phi = np.degrees(np.arctan2(kzr, kxr))
         phi = np.where(phi > 90, phi - 180, phi)
         phi = np.where(phi <= -90, phi + 180, phi)
-        m = ((phi >= tmin - 1e-6) & (phi <= tmax + 1e-6)) | ((kzr == 0) & (kxr == 0))
+        # positive tilt turns +x toward +z: tilts [tmin, tmax] measure the line angles [-tmax, -tmin]
+        m = ((phi >= -tmax - 1e-6) & (phi <= -tmin + 1e-6)) | ((kzr == 0) & (kxr == 0))
         out.append(m.astype(np.float32))
     return np.stack(out)
 
