@@ -74,6 +74,9 @@ MEMBRANE_HALF_A = 25.0
 BEAD_RADIUS_A, GOLD_V = 50.0, 26.0
 STRIP_FINE = 32  # strip width (fine pixels) of the defocus gradient
 DOSE_GROUP = 2  # tilts per side before switching in the dose-symmetric scheme
+#: Each species aims at one molecule per CROWDING exclusion-sphere volumes of the region its centres may
+#: occupy (fewer where rejection sampling cannot fit them without overlap).
+CROWDING = 4.0
 
 
 @dataclass
@@ -216,7 +219,7 @@ def make_specimen(shape: Sequence[int], voxel_size: float, rng: np.random.Genera
     maps = [molecules.load(name, "truth") for name, _, _ in molecules.SPECIES]
     radii = [m.radius_a for m in maps]
     interior = [float(np.prod([max(e - 2 * r, 0.0) for e in (z_a, y_a, x_a)])) for r in radii]
-    targets = [int(round(v / (8.0 * 4.0 / 3.0 * math.pi * r**3))) if v > 0 else 0 for v, r in zip(interior, radii)]
+    targets = [int(round(v / (CROWDING * 4.0 / 3.0 * math.pi * r**3))) if v > 0 else 0 for v, r in zip(interior, radii)]
     draws = np.repeat(np.arange(len(maps)), targets)
     rng.shuffle(draws)
     placed: list[tuple[int, np.ndarray]] = []  # (species index, centre in coarse voxels)
