@@ -445,6 +445,9 @@ def simulate_dataset(
                       "truth_map": f"{name}_truth.mrc.gz", "template_map": f"{name}_template.mrc.gz"}
                      for name, pdb, what in realistic.molecules.SPECIES],
             tomograms="WBP of phase-flipped images (true CTF)",
+            ctf_file="the true per-tilt values used by the simulation (defocus at the image centre)",
+            handedness="IMOD/Dynamo/novaCTF: at positive tilt angles the right side (+x) of a tilt image is "
+                       "more underfocused; positive tilt turns +x toward +z",
         )
 
     t3 = time.perf_counter()

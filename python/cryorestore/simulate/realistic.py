@@ -27,7 +27,9 @@ Per tilt θ (degrees, acquired in the dose-symmetric order of :func:`dose_symmet
 2. weak-phase object: the contrast of a density-like image is ``T ⊛ V_p`` with ``T = sin χ`` at the
    tilt's defocus (astigmatism included), varying across x as the defocus gradient of a tilted image
    (:func:`cryorestore.ctf.filter_tilt`; at positive tilt +x is more underfocused), multiplied by the
-   exposure filter for the tilt's pre-exposure (Grant & Grigorieff 2015);
+   exposure filter for the tilt's pre-exposure (Grant & Grigorieff 2015). Each image column gets the
+   defocus of the specimen's mid-plane there; across the slab's own thickness (±320 Å for 64 voxels of
+   10 Å) χ changes by π λ Δz q² < 0.05 rad at the 10 Å Nyquist, so no per-depth (3D) CTF is modelled;
 3. binning 2 × 2 by Fourier cropping (anti-aliased, centred on the fine pixels' mean position);
 4. expected electrons per tilt-image pixel ``λ = dose/n · pixel² · exp(−t / (Λ cos θ))``, the
    energy-filter loss over the ice path t / cos θ (t the slab thickness, Λ = ``INELASTIC_MFP_A``);
