@@ -15,9 +15,10 @@ Conventions (also in docs/architecture.md)
   for a cube this is ``round(|k|)``. Coefficients beyond the last shell get index ``n_shells`` and
   are ignored. Shell ``k`` has frequency ``k / min(shape)`` cycles/voxel.
 * Missing wedge for tilts in [a, b] (degrees) about y: coefficient (kz, ky, kx) is measured when the
-  angle of the line through (kx, kz), ``atan2(kz, kx)`` folded into (−90°, 90°], lies in [a, b]; the
-  ky axis (kx = kz = 0) is always measured. Tilt θ samples the plane whose in-plane x direction is
-  (kx, kz) = (cos θ, sin θ): positive tilts turn +x toward +z.
+  angle of the line through (kx, kz), ``atan2(kz, kx)`` folded into (−90°, 90°], lies in [−b, −a];
+  the ky axis (kx = kz = 0) is always measured. Positive tilt turns the specimen's +x toward +z, so
+  tilt θ samples the plane whose in-plane x direction is (kx, kz) = (cos θ, −sin θ) (the geometry of
+  :mod:`cryorestore.projection`).
 * A rotated wedge is the mask of a volume rotated actively by R (matrix on (z, y, x) vectors):
   ``M_R(k) = M(Rᵀ k)``.
 * FSC(q) = Re Σ F1·conj(F2) / sqrt(Σ|F1|² Σ|F2|²) over shell q; on the rfft grid the x = 0 plane

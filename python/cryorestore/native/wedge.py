@@ -1,8 +1,10 @@
 """Missing-wedge masks: the rule, its torch twin and the native kernels that build and apply it.
 
-Rule (the same in ``csrc/wedge_rule.h``): for tilts in [a, b] (degrees) about y, coefficient
-(kz, ky, kx) is measured when the angle of the line through (kx, kz), ``atan2(kz, kx)`` folded into
-(−90°, 90°], lies in [a − ε, b + ε] (ε = :data:`WEDGE_EPS_DEG`); the ky axis (kx = kz = 0) is always
+Rule (the same in ``csrc/wedge_rule.h``, which receives the line-angle bounds): for tilts in [a, b]
+(degrees) about y, coefficient (kz, ky, kx) is measured when the angle of the line through (kx, kz),
+``atan2(kz, kx)`` folded into (−90°, 90°], lies in [−b − ε, −a + ε] (ε = :data:`WEDGE_EPS_DEG`): positive
+tilt turns the specimen's +x toward +z, so tilt θ samples the central plane whose in-plane x direction
+is (kx, kz) = (cos θ, −sin θ) (see :mod:`cryorestore.projection`). The ky axis (kx = kz = 0) is always
 measured. A rotated wedge is the mask of a volume rotated actively by R (a matrix on (z, y, x)
 vectors): ``M_R(k) = M(Rᵀ k)``, rotated components below :data:`WEDGE_TINY` counting as 0.
 
@@ -33,13 +35,15 @@ WEDGE_TINY = 1e-12  # rotated kz, kx below this are treated as exactly 0 (the ro
 # the torch twin
 # --------------------------------------------------------------------------------------------
 def wedge_mask_from_frequencies(
-    kz: torch.Tensor, kx: torch.Tensor, tilt_min: float, tilt_max: float, eps_deg: float = WEDGE_EPS_DEG
+    kz: torch.Tensor, kx: torch.Tensor, line_min: float, line_max: float, eps_deg: float = WEDGE_EPS_DEG
 ) -> torch.Tensor:
-    """Missing-wedge rule on given (broadcastable) kz, kx frequency tensors → float mask (1 measured)."""
+    """Float mask (1 measured) of the lines whose angle ``atan2(kz, kx)`` (folded into (−90°, 90°]) lies
+    in [line_min, line_max] degrees, on given (broadcastable) kz, kx tensors; tilts [a, b] measure the
+    line angles [−b, −a] (see the module docstring)."""
     phi = torch.rad2deg(torch.atan2(kz, kx))
     phi = torch.where(phi > 90.0, phi - 180.0, phi)
     phi = torch.where(phi <= -90.0, phi + 180.0, phi)
-    measured = (phi >= tilt_min - eps_deg) & (phi <= tilt_max + eps_deg)
+    measured = (phi >= line_min - eps_deg) & (phi <= line_max + eps_deg)
     on_axis = (kz == 0) & (kx == 0)
     return (measured | on_axis).to(torch.float32)
 
@@ -60,9 +64,10 @@ def missing_wedge_mask(
     The pure-torch twin of :func:`wedge_mask`.
     """
     check_tilt_range(tilt_min, tilt_max)
+    lo, hi = -float(tilt_max), -float(tilt_min)  # tilt θ measures the line at angle −θ
     kz, ky, kx = frequency_grid(shape, rfft=rfft, device=device, dtype=torch.float64)
     if rotations is None:
-        return wedge_mask_from_frequencies(kz, kx, tilt_min, tilt_max).expand(kz.shape[0], ky.shape[1], kx.shape[2]).contiguous()
+        return wedge_mask_from_frequencies(kz, kx, lo, hi).expand(kz.shape[0], ky.shape[1], kx.shape[2]).contiguous()
     rot = torch.as_tensor(rotations, dtype=torch.float64, device=kz.device)
     if rot.ndim == 2:
         rot = rot.unsqueeze(0)
@@ -74,7 +79,7 @@ def missing_wedge_mask(
     # exact zero for the rotated ky axis would be lost to rounding; treat |k'_xz| tiny as on-axis
     kz_r = torch.where(kz_r.abs() < WEDGE_TINY, torch.zeros_like(kz_r), kz_r)
     kx_r = torch.where(kx_r.abs() < WEDGE_TINY, torch.zeros_like(kx_r), kx_r)
-    return wedge_mask_from_frequencies(kz_r, kx_r, tilt_min, tilt_max)
+    return wedge_mask_from_frequencies(kz_r, kx_r, lo, hi)
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,7 +134,7 @@ def wedge_mask(shape: Sequence[int], tilt_min: float, tilt_max: float,
     assert kx.numel() == shape3[2]
 
     def kernel() -> torch.Tensor:
-        out = ext.wedge_mask(kz, ky, kx, rot, float(tilt_min) - WEDGE_EPS_DEG, float(tilt_max) + WEDGE_EPS_DEG,
+        out = ext.wedge_mask(kz, ky, kx, rot, -float(tilt_max) - WEDGE_EPS_DEG, -float(tilt_min) + WEDGE_EPS_DEG,
                              WEDGE_TINY)
         return out if batched else out[0]
 
@@ -198,7 +203,7 @@ def apply_wedge(spectra: torch.Tensor, tilt_min: float, tilt_max: float,
         mask_fn = wedge_mask if ext is not None else missing_wedge_mask
         return _apply_wedge_twin(spectra, tilt_min, tilt_max, rotations, nx_, mask_fn)
     kz, ky, kx = _grid_vectors((z, y, nx_), spectra.device)
-    args = (kz, ky, kx, rot, float(tilt_min) - WEDGE_EPS_DEG, float(tilt_max) + WEDGE_EPS_DEG, WEDGE_TINY)
+    args = (kz, ky, kx, rot, -float(tilt_max) - WEDGE_EPS_DEG, -float(tilt_min) + WEDGE_EPS_DEG, WEDGE_TINY)
 
     def twin(target: torch.Tensor = spectra) -> torch.Tensor:
         return _apply_wedge_twin(target, tilt_min, tilt_max, rotations, nx_, missing_wedge_mask)
