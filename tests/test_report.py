@@ -40,7 +40,7 @@ def run_dir(dataset, tmp_path_factory):
                 "--truth", d / "ground_truth.mrc", "--out-dir", run / "baselines")
     assert r.returncode == 0, r.stderr
     r = run_cli("evaluate", "--raw", d / "full.mrc", "--restored", d / "restored.mrc", "--truth", d / "ground_truth.mrc",
-                "--baselines", run / "baselines", "--match-step", "60",
+                "--baselines", run / "baselines", "--match-step", "90",
                 "--tilt-range", "-60", "60", "--particles", d / "particles.star", "--template", d / "template.mrc",
                 "--membranes", d / "membranes.mrc", "--out", run / "metrics.json", "--device", "cpu")
     assert r.returncode == 0, r.stderr
