@@ -145,3 +145,15 @@ def test_bad_input_exits_2_without_output(dataset, tmp_path):
     assert r.returncode == 2 and not (tmp_path / "x.json").exists()
     r = run_cli("report", tmp_path / "missing")
     assert r.returncode == 2
+
+
+def test_side_by_side_orders_maps_and_figures():
+    from cryorestore.report import side_by_side
+
+    m = {"psnr_restored": 3.0, "psnr_raw": 1.0, "psnr_wiener": 2.0, "zeta_raw": 5.0, "zeta_restored": 6.0,
+         "pr_auc_ribosome_gaussian": 0.4, "pr_auc_ribosome_raw": 0.2, "std_ratio": 1.0,
+         "fsc05_raw_vs_restored": 0.3, "note_raw": "text", "only_raw": 1.0}
+    cols, rows = side_by_side(m)
+    assert cols == ["raw", "gaussian", "wiener", "restored"]
+    assert [r[0] for r in rows] == ["psnr", "pr_auc_ribosome", "zeta"]
+    assert rows[0][1] == [1.0, None, 2.0, 3.0] and rows[1][1] == [0.2, 0.4, None, None]
