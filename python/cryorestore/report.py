@@ -4,7 +4,9 @@ A run directory is what ``denoise --out-dir`` writes (``restored.mrc``, ``metric
 map's path under ``inputs``, ``model/``), optionally with ``match/``, ``average/``, ``segment/``,
 ``figures/`` sub-folders from the other commands. Every ``metrics.json`` found (the run's own and one
 level of sub-folders) becomes rows of one table (runs as columns; nested keys joined with ``.``; lists
-are left out); every PNG below the run directory is inlined as base64. When a run has ``restored.mrc``
+are left out); for each run whose metrics hold ``<figure>_<map>`` keys of two or more maps (raw, the
+``gaussian``/``wiener`` baselines, restored: see ``cryorestore evaluate --baselines``) a second table
+shows those maps side by side; every PNG below the run directory is inlined as base64. When a run has ``restored.mrc``
 but no orthoslice figure, orthoslices and Fourier slices of the raw (if its path resolves) and restored
 maps are drawn on the fly. The HTML references no external file.
 """

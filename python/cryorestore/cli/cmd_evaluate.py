@@ -32,7 +32,7 @@ HELP = "compare a raw and a restored map (PSNR, SSIM, FSC, wedge correlation, SN
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--raw", required=True, metavar="R.mrc", help="the raw (e.g. full WBP) map")
+    p.add_argument("--raw", required=True, metavar="R.mrc", help="the raw map: the full tomogram or the mean of the half maps (never one half alone)")
     p.add_argument("--restored", required=True, metavar="D.mrc", help="the restored map, same grid")
     p.add_argument("--truth", metavar="GT.mrc", help="noiseless truth on the same grid (simulator's ground_truth.mrc)")
     p.add_argument("--tilt-range", type=float, nargs=2, metavar=("MIN", "MAX"), help="tilt range in degrees: wedge metrics")
