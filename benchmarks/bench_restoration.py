@@ -134,10 +134,13 @@ def scored(row: str, vol_path: Path | None, ref: dict, args: argparse.Namespace)
 
     d = row_dir(row, args.out_dir)
     f = d / "scores.json"
+    settings = {"match_step": args.match_step, "tilt_range": list(args.tilt_range)}
     if f.is_file() and not args.force:
-        return json.loads(f.read_text())
+        doc = json.loads(f.read_text())
+        if doc.get("settings") == settings:
+            return doc
     vol = ref["raw"] if vol_path is None else io.read_mrc(vol_path).data
-    doc = {"row": row, "scores": score_map(vol, ref, args)}
+    doc = {"row": row, "settings": settings, "scores": score_map(vol, ref, args)}
     mj = d / "metrics.json"
     if mj.is_file():
         doc["training"] = json.loads(mj.read_text()).get("training", {})
