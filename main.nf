@@ -36,10 +36,13 @@ def rowMeta(row, groupSizes) {
     ]
 }
 
-def sheetRows(csv) {
-    def rows = csv.splitCsv(header: true)
+def sheetMetas(rows) {
     def sizes = rows.countBy { row -> row.group ?: row.id }
     return rows.collect { row -> [rowMeta(row, sizes), row] }
+}
+
+def sheetRows(csv) {
+    return sheetMetas(csv.splitCsv(header: true))
 }
 
 /*

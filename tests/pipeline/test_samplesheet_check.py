@@ -28,7 +28,7 @@ def materialise(sheet: Path, base: Path, voxel: float = 2.5) -> None:
     """Create every local file a sheet names (MRC with a random map, .tlt with angles)."""
     with open(sheet, newline="") as fh:
         for row in csv.DictReader(fh):
-            for col in ("even", "odd", "tilt_series", "full", "template"):
+            for col in ("even", "odd", "tilt_series", "tomogram", "full", "template"):
                 if row.get(col) and not samplesheet.is_url(row[col]):
                     mrc(base / row[col], voxel)
             if row.get("angles"):
@@ -57,12 +57,14 @@ def test_shipped_test_sheet_is_good_and_normalised(base, capsys):
     out = base / "valid.csv"
     code, err, stdout = run(capsys, str(base / "sheet.csv"), "--base-dir", str(base), "--out", str(out))
     assert code == 0, err
-    assert "OK, 4 tomogram(s)" in stdout and "3 training group(s)" in stdout
+    assert "OK, 5 tomogram(s)" in stdout and "4 training group(s)" in stdout
     rows = list(csv.DictReader(open(out)))
-    assert [r["id"] for r in rows] == ["TS_01", "TS_02", "TS_03", "TS_04"]
+    assert [r["id"] for r in rows] == ["TS_01", "TS_02", "TS_03", "TS_04", "TS_05"]
     assert list(rows[0]) == list(samplesheet.VALID_COLUMNS)
-    assert [r["group"] for r in rows] == ["lamella_A", "lamella_A", "TS_03", "TS_04"]
-    assert [r["mode"] for r in rows] == ["halves"] * 3 + ["tilt_series"]
+    assert [r["group"] for r in rows] == ["lamella_A", "lamella_A", "TS_03", "TS_04", "TS_05"]
+    assert [r["mode"] for r in rows] == ["halves"] * 3 + ["tilt_series", "single"]
+    ranges = [(r["tilt_min"], r["tilt_max"]) for r in rows]
+    assert ranges == [("-60", "60"), ("-60", "60"), ("", ""), ("-60", "60"), ("-54", "54")]  # group's; none; angles file
     assert rows[0]["even"] == str((base / "data/TS_01_even.mrc").resolve())
     assert rows[3]["angles"] == str((base / "data/TS_04.tlt").resolve()) and rows[3]["even"] == ""
     assert all(float(r["voxel_size"]) == 2.5 for r in rows)  # read from the MRC headers
@@ -74,7 +76,7 @@ def test_relative_paths_follow_the_current_folder_by_default(base, capsys, monke
     assert code == 0, err
     monkeypatch.chdir(base / "data")
     code, err, _ = run(capsys, str(base / "sheet.csv"))
-    assert code == 2 and len(err) == 5  # 4 rows with missing files + the summary line
+    assert code == 2 and len(err) == 6  # 5 rows with missing files + the summary line
 
 
 def test_urls_are_not_checked_but_local_files_are(tmp_path, capsys):
