@@ -167,15 +167,7 @@ def test_every_param_used_is_declared():
         assert not undeclared, f"{f.relative_to(ROOT)} uses params {sorted(undeclared)} not declared in nextflow.config"
 
 
-def _literal(text: str):
-    text = text.strip()
-    if text == "null":
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    if text[0] in "'\"":
-        return text[1:-1]
-    return float(text) if "." in text else int(text)
+_literal = nf.literal
 
 
 def test_schema_is_valid_and_defaults_agree():

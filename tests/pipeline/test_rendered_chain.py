@@ -38,15 +38,7 @@ PROCS = {p.name: p for p in nf.all_processes()}
 BARE_ROW = {"id": "A", "group": "", "mode": "single", "tilt_min": "", "tilt_max": "", "tomogram": "/d/a.mrc"}
 
 
-def _literal(text: str):
-    text = text.strip()
-    if text == "null":
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    if text[0] in "'\"":
-        return text[1:-1]
-    return float(text) if "." in text else int(text)
+_literal = nf.literal
 
 
 PARAMS = {k: _literal(v) for k, v in nf.config_params(ROOT / "nextflow.config").items() if "${" not in v}
