@@ -29,11 +29,16 @@ def rowMeta(row, groupSizes) {
     def group = row.group ?: row.id
     def source = [dataset: row.portal_dataset, run: row.portal_run, tomograms: row.portal_tomograms]
     return [
-        id: row.id, group: group, group_size: groupSizes[group], mode: row.mode ?: 'halves',
+        id: row.id, group: group, group_size: groupSizes[group], mode: row.mode ?: rowKind(row),
         voxel_size: row.voxel_size ?: null,
         tilt_min: row.tilt_min ?: params.tilt_min, tilt_max: row.tilt_max ?: params.tilt_max,
         source: source.findAll { _key, value -> value },
     ]
+}
+
+// The row kind from the filled columns (the normalised sheet names it in `mode`; a stub run's copy does not).
+def rowKind(row) {
+    return row.tilt_series ? 'tilt_series' : (row.tomogram ? 'single' : 'halves')
 }
 
 def sheetMetas(rows) {

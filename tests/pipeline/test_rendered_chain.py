@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.skipif(not JAR.is_file(), reason=f"{JAR} is missing: run `make setup` or tools/fetch_nf_lsp.sh"),
 ]
 PROCS = {p.name: p for p in nf.all_processes()}
-BARE_ROW = {"id": "A", "group": "", "mode": "single", "tilt_min": "", "tilt_max": "", "tomogram": "/d/a.mrc"}
+BARE_ROW = {"id": "A", "group": "", "tilt_min": "", "tilt_max": "", "tomogram": "/d/a.mrc"}  # as a stub run's unchecked copy
 
 
 _literal = nf.literal
@@ -124,7 +124,7 @@ def test_rows_through_train_predict_evaluate(checked_rows, tmp_path):
     assert (series["tilt_min"], series["tilt_max"]) == ("-51", "63")       # from the angles file by the check
     bare = steps["bare"]  # no tilt_min/tilt_max in the sheet: --tilt_min/--tilt_max
     assert (bare["tilt_min"], bare["tilt_max"]) == (PARAMS["tilt_min"], PARAMS["tilt_max"]) == (-60.0, 60.0)
-    assert bare["group"] == "A" and bare["group_size"] == 1 and bare["source"] == {}
+    assert bare["group"] == "A" and bare["group_size"] == 1 and bare["source"] == {} and bare["mode"] == "single"
     assert steps["train_single"] == {"id": "dataset_10000", "tomograms": 1, "mode": "single", "tilt_min": "-54", "tilt_max": "54"}
     assert steps["train_pair"]["mode"] == "pair"
     assert steps["raw_single"] == ["raw/TS_026.mrc"] and steps["raw_pair"] == ["raw1/P10_even.mrc", "raw2/P10_odd.mrc"]
