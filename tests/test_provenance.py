@@ -106,3 +106,15 @@ def test_bin_raw_map_is_the_mean_of_the_halves(tmp_path, rng):
     np.testing.assert_allclose(io.read_mrc(tmp_path / "raw.mrc").data, (e.astype(np.float64) + o) / 2, atol=1e-6)
     bad = subprocess.run(["cryorestore-raw-map", "e.mrc"], cwd=tmp_path, capture_output=True, text=True, env=_env())
     assert bad.returncode == 2 and bad.stderr.startswith("usage: cryorestore-raw-map")
+
+
+def test_denoise_on_a_single_map_writes_provenance(tmp_path, rng, capsys):
+    tomo = io.write_mrc(tmp_path / "full.mrc", rng.normal(size=(32, 32, 32)).astype(np.float32), 10.0)
+    out = tmp_path / "run"
+    assert main(["denoise", "--even", str(tomo), "--method", "isonet", "--model-option", "base_channels=4",
+                 "--model-option", "depth=1", "--epochs", "1", "--subtomo-size", "16", "--n-subtomos", "4",
+                 "--batch-size", "2", "--tile", "16", "--overlap", "4", "--no-progress", "--device", "cpu",
+                 "--out-dir", str(out)]) == 0
+    prov = json.loads((out / "restored.provenance.json").read_text())
+    assert prov["method"] == "isonet" and prov["output"]["file"] == "restored.mrc"
+    assert set(prov["source"]["files"]) == {"even"} and prov["training"]["model_dir"] == str((out / "model").resolve())
