@@ -97,8 +97,10 @@ def _ask(what: str, call: Callable[[], Any]) -> Any:
         raise InputError(f"the CryoET Data Portal rejected the query for {what} ({first}); the installed "
                          f"cryoet-data-portal client may be out of date: pip install -U cryoet-data-portal") from None
     except _network_errors() as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise InputError(f"cannot reach the CryoET Data Portal while listing {what} ({type(exc).__name__}: {first}); "
+        text = str(exc)
+        cause = re.search(r"Caused by (\w+)", text)  # urllib3's innermost reason, e.g. NameResolutionError
+        reason = cause.group(1) if cause else ((text.splitlines() or [""])[0][:120] or "no answer")
+        raise InputError(f"cannot reach the CryoET Data Portal while listing {what} ({type(exc).__name__}: {reason}); "
                          f"check the network connection and try again") from None
 
 
