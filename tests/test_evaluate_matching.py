@@ -68,7 +68,8 @@ def _brute_ncc(tomo, template, euler, tilt_range, radius, p):
         kz, kx = np.meshgrid(fz, fx, indexing="ij")
         ang = np.degrees(np.arctan2(kz, kx))
         ang = np.where(ang > 90, ang - 180, np.where(ang <= -90, ang + 180, ang))
-        w = ((ang >= tilt_range[0] - 1e-6) & (ang <= tilt_range[1] + 1e-6)) | ((kz == 0) & (kx == 0))
+        # positive tilt turns +x toward +z: tilts [a, b] measure the line angles [-b, -a]
+        w = ((ang >= -tilt_range[1] - 1e-6) & (ang <= -tilt_range[0] + 1e-6)) | ((kz == 0) & (kx == 0))
         t = np.fft.ifftn(np.fft.fftn(t) * w[:, None, :]).real
     m = matching.spherical_mask(n, radius) > 0
     offs = np.argwhere(m) - c

@@ -82,7 +82,8 @@ def numpy_wedge(shape, tmin, tmax, rotations):
         phi = np.degrees(np.arctan2(kzr, kxr))
         phi = np.where(phi > 90, phi - 180, phi)
         phi = np.where(phi <= -90, phi + 180, phi)
-        m = ((phi >= tmin - 1e-6) & (phi <= tmax + 1e-6)) | ((kzr == 0) & (kxr == 0))
+        # positive tilt turns +x toward +z: tilts [tmin, tmax] measure the line angles [-tmax, -tmin]
+        m = ((phi >= -tmax - 1e-6) & (phi <= -tmin + 1e-6)) | ((kzr == 0) & (kxr == 0))
         out.append(m.astype(np.float32))
     return np.stack(out)
 
@@ -235,7 +236,7 @@ def test_wedge_mask_batched_equals_looped_and_writes_every_element(ext):
     assert torch.equal(batched, looped)
     kz, ky, kx = native._grid_vectors(shape, torch.device("cpu"))
     poisoned = torch.full(batched.shape, float("nan"))
-    ext.wedge_mask(kz, ky, kx, rot.double(), -50 - native.WEDGE_EPS_DEG, 55 + native.WEDGE_EPS_DEG,
+    ext.wedge_mask(kz, ky, kx, rot.double(), -55 - native.WEDGE_EPS_DEG, 50 + native.WEDGE_EPS_DEG,
                    native.WEDGE_TINY, out=poisoned)
     assert torch.equal(poisoned, batched)
 
