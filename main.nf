@@ -19,17 +19,55 @@ include { EVALUATE } from './modules/local/evaluate'
 include { REPORT } from './modules/local/report'
 
 /*
- * One normalised samplesheet row -> [meta, row]. meta.group_size lets groupTuple release a group's
- * TRAIN task as soon as all of its tomograms are ready instead of waiting for the whole sheet.
+ * One normalised samplesheet row (a map of its columns) -> its meta map. meta.group_size lets
+ * groupTuple release a group's TRAIN task as soon as all of its tomograms are ready instead of
+ * waiting for the whole sheet; meta.mode is the row kind (halves, tilt_series, single); the tilt
+ * range is the row's (tilt_min/tilt_max columns) or else --tilt_min/--tilt_max; meta.source holds
+ * the CryoET Data Portal ids for the provenance of the restored map.
  */
-def sheetRows(csv) {
-    def rows = csv.splitCsv(header: true)
+def rowMeta(row, groupSizes) {
+    def group = row.group ?: row.id
+    def source = [dataset: row.portal_dataset, run: row.portal_run, tomograms: row.portal_tomograms]
+    return [
+        id: row.id, group: group, group_size: groupSizes[group], mode: row.mode ?: rowKind(row),
+        voxel_size: row.voxel_size ?: null,
+        tilt_min: row.tilt_min ?: params.tilt_min, tilt_max: row.tilt_max ?: params.tilt_max,
+        source: source.findAll { _key, value -> value },
+    ]
+}
+
+// The row kind from the filled columns (the normalised sheet names it in `mode`; a stub run's copy does not).
+def rowKind(row) {
+    return row.tilt_series ? 'tilt_series' : (row.tomogram ? 'single' : 'halves')
+}
+
+def sheetMetas(rows) {
     def sizes = rows.countBy { row -> row.group ?: row.id }
-    return rows.collect { row ->
-        def group = row.group ?: row.id
-        def meta = [id: row.id, group: group, group_size: sizes[group], voxel_size: row.voxel_size ?: null]
-        [meta, row]
-    }
+    return rows.collect { row -> [rowMeta(row, sizes), row] }
+}
+
+def sheetRows(csv) {
+    return sheetMetas(csv.splitCsv(header: true))
+}
+
+/*
+ * The meta map of one TRAIN task from the metas of its group's tomograms: the samplesheet check
+ * guarantees one row kind and one tilt range per group. Single-map groups train params.single_method.
+ */
+def trainMeta(group, metas) {
+    def first = metas[0]
+    return [
+        id: group.toString(), tomograms: metas.size(), mode: first.mode == 'single' ? 'single' : 'pair',
+        tilt_min: first.tilt_min, tilt_max: first.tilt_max,
+    ]
+}
+
+/*
+ * EVALUATE's raw map: the full tomogram when there is one (tilt-series rows, `full` column, single
+ * maps), else both halves, which the task averages (bin/cryorestore-raw-map), never one half alone.
+ */
+def rawMaps(full, even, odd) {
+    return full ? [full] : (odd ? [even, odd] : [even])
 }
 
 /*
@@ -38,7 +76,7 @@ def sheetRows(csv) {
  * URLs and missing files are left out (the check reports missing ones).
  */
 def localFiles(sheet) {
-    def columns = ['even', 'odd', 'tilt_series', 'angles', 'full', 'particles', 'template']
+    def columns = ['even', 'odd', 'tilt_series', 'angles', 'tomogram', 'full', 'particles', 'template']
     return sheet.splitCsv(header: true).collectMany { row ->
         columns
             .collect { col -> row[col]?.trim() }
@@ -61,7 +99,10 @@ workflow {
         // Test data: sim_tomograms simulated tomograms in one training group (one shared model).
         //
         ch_sim = channel.of(1..params.sim_tomograms).map { i ->
-            [id: "sim${i}", group: 'sim', group_size: params.sim_tomograms, seed: params.sim_seed + i - 1]
+            [
+                id: "sim${i}", group: 'sim', group_size: params.sim_tomograms, seed: params.sim_seed + i - 1,
+                mode: 'halves', tilt_min: params.tilt_min, tilt_max: params.tilt_max, source: [simulated: 'cryorestore simulate', seed: params.sim_seed + i - 1],
+            ]
         }
         SIMULATE(ch_sim)
         ch_tomograms = SIMULATE.out.tomograms
@@ -72,7 +113,7 @@ workflow {
     }
     else {
         if (!params.input) {
-            error("Give a samplesheet with --input sheet.csv (columns id,even,odd or id,tilt_series,angles), or use -profile test")
+            error("Give a samplesheet with --input sheet.csv (columns id,even,odd / id,tilt_series,angles / id,tomogram), or use -profile test")
         }
         //
         // The sheet is validated before anything runs: every later task depends on its checked copy.
@@ -81,8 +122,9 @@ workflow {
         SAMPLESHEET_CHECK(ch_sheet, ch_sheet.map { sheet -> localFiles(sheet) })
         ch_versions = ch_versions.mix(SAMPLESHEET_CHECK.out.versions)
         ch_rows = SAMPLESHEET_CHECK.out.csv.flatMap { csv -> sheetRows(csv) }
-        ch_branched = ch_rows.branch { _meta, row ->
-            tilt_series: row.tilt_series
+        ch_branched = ch_rows.branch { meta, _row ->
+            tilt_series: meta.mode == 'tilt_series'
+            single: meta.mode == 'single'
             halves: true
         }
         RECONSTRUCT(ch_branched.tilt_series.map { meta, row -> [meta, file(row.tilt_series, checkIfExists: true), file(row.angles, checkIfExists: true)] })
@@ -90,17 +132,22 @@ workflow {
         ch_halves = ch_branched.halves.map { meta, row ->
             [meta, optionalFile(row.full), file(row.even, checkIfExists: true), file(row.odd, checkIfExists: true)]
         }
-        ch_tomograms = ch_halves.mix(RECONSTRUCT.out.tomograms)
+        // A single map is its own raw map and the only input of training and prediction (no odd half).
+        ch_single = ch_branched.single.map { meta, row ->
+            def tomogram = file(row.tomogram, checkIfExists: true)
+            [meta, tomogram, tomogram, []]
+        }
+        ch_tomograms = ch_halves.mix(ch_single).mix(RECONSTRUCT.out.tomograms)
         ch_references = ch_rows.map { meta, row -> [meta, [], optionalFile(row.particles), optionalFile(row.template), []] }
     }
 
     //
-    // TRAIN: gather each group's half tomograms (released as soon as the group is complete).
+    // TRAIN: gather each group's half tomograms, or single maps (released as soon as the group is complete).
     //
     ch_train = ch_tomograms
-        .map { meta, _full, even, odd -> [groupKey(meta.group, meta.group_size), even, odd] }
+        .map { meta, _full, even, odd -> [groupKey(meta.group, meta.group_size), meta, even, odd] }
         .groupTuple()
-        .map { group, evens, odds -> [[id: group.toString(), tomograms: evens.size()], evens, odds] }
+        .map { group, metas, evens, odds -> [trainMeta(group, metas), evens, odds.findAll { f -> f != [] }] }
     TRAIN(ch_train)
     ch_versions = ch_versions.mix(TRAIN.out.versions)
 
@@ -115,10 +162,10 @@ workflow {
     ch_versions = ch_versions.mix(PREDICT.out.versions)
 
     //
-    // EVALUATE: the raw map is the full tomogram when there is one, else the even half.
+    // EVALUATE: the raw map is the full tomogram when there is one, else the mean of the halves.
     //
     ch_evaluate = ch_tomograms
-        .map { meta, full, even, _odd -> [meta.id, meta, full ?: even] }
+        .map { meta, full, even, odd -> [meta.id, meta, rawMaps(full, even, odd)] }
         .join(PREDICT.out.restored.map { meta, restored -> [meta.id, restored] })
         .join(ch_references.map { meta, truth, particles, template, membranes -> [meta.id, truth, particles, template, membranes] })
         .map { _id, meta, raw, restored, truth, particles, template, membranes -> [meta, raw, restored, truth, particles, template, membranes] }

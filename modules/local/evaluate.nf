@@ -2,7 +2,9 @@
  * EVALUATE: what the restoration did to one tomogram: SNR, FSC and missing-wedge measures of the raw
  * and restored maps, against the ground truth when there is one; subtomogram averaging at the given
  * particle poses with the template; membrane Dice with a membrane mask; template matching when
- * params.match_step is set. Optional inputs arrive as []. Writes metrics.json, curves.json, figures/.
+ * params.match_step is set. Optional inputs arrive as []. The raw map is the full tomogram, or two
+ * halves that bin/cryorestore-raw-map averages first. The tilt range is the row's (meta.tilt_min/max).
+ * Writes metrics.json, curves.json, figures/.
  */
 process EVALUATE {
     tag "${meta.id}"
@@ -10,13 +12,16 @@ process EVALUATE {
     publishDir "${params.outdir}/evaluation", mode: params.publish_dir_mode, saveAs: { fn -> fn == 'versions.yml' ? null : fn }
 
     input:
-    tuple val(meta), path(raw, stageAs: 'raw/*'), path(restored), path(truth, stageAs: 'truth/*'), path(particles, stageAs: 'particles/*'), path(template, stageAs: 'template/*'), path(membranes, stageAs: 'membranes/*')
+    tuple val(meta), path(raw, stageAs: 'raw*/*'), path(restored), path(truth, stageAs: 'truth/*'), path(particles, stageAs: 'particles/*'), path(template, stageAs: 'template/*'), path(membranes, stageAs: 'membranes/*')
 
     output:
     tuple val(meta), path("${meta.id}"), emit: results
     path 'versions.yml', emit: versions
 
     script:
+    def raw_list = raw instanceof List ? raw : [raw]
+    def raw_map = raw_list.size() == 2 ? 'raw_mean.mrc' : raw_list[0]
+    def raw_mean = raw_list.size() == 2 ? "cryorestore-raw-map ${raw_list[0]} ${raw_list[1]} ${raw_map}" : ''
     def truth_opt = truth ? "--truth ${truth}" : ''
     def particles_opt = particles ? "--particles ${particles}" : ''
     def template_opt = template ? "--template ${template}" : ''
@@ -26,21 +31,18 @@ process EVALUATE {
     """
     export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus}
     mkdir -p ${meta.id}
+    ${raw_mean}
     cryorestore evaluate \\
-        --raw ${raw} \\
+        --raw ${raw_map} \\
         --restored ${restored} \\
-        --tilt-range ${params.tilt_min} ${params.tilt_max} \\
+        --tilt-range ${meta.tilt_min} ${meta.tilt_max} \\
         ${truth_opt} ${particles_opt} ${template_opt} ${membranes_opt} ${match_opt} \\
         --seed ${params.seed} \\
         --device ${params.device} \\
         ${extra} \\
         --out ${meta.id}/metrics.json
 
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        cryorestore: \$(cryorestore --version | sed 's/^cryorestore //')
-        torch: \$(python -c 'import torch; print(torch.__version__)')
-    END_VERSIONS
+    cryorestore-versions "${task.process}" torch > versions.yml
     """
 
     stub:

@@ -1,6 +1,9 @@
 /*
  * PREDICT: restore one tomogram with its group's model (tiled, blended inference): the scatter step,
- * one task per tomogram. The result is the mean of the network applied to the even and odd halves.
+ * one task per tomogram. The result is the mean of the network applied to the even and odd halves, or
+ * the network applied to the single map (odd arrives as []). Beside it, <id>_restored.provenance.json
+ * records the source (meta.source: portal dataset, run, tomogram ids; the input files), the model and
+ * the command.
  */
 process PREDICT {
     tag "${meta.id}"
@@ -12,6 +15,7 @@ process PREDICT {
 
     output:
     tuple val(meta), path("${meta.id}_restored.mrc"), emit: restored
+    tuple val(meta), path("${meta.id}_restored.provenance.json"), emit: provenance
     path 'versions.yml', emit: versions
 
     script:
@@ -19,28 +23,27 @@ process PREDICT {
     def shrink = 1 << (task.attempt - 1)
     def tile = (params.tile || task.attempt > 1) ? "--tile ${Math.max(16, (params.tile ?: 96).intdiv(shrink))}" : ''
     def overlap = params.overlap ? "--overlap ${params.overlap.intdiv(shrink)}" : ''
+    def odd_opt = odd ? "--odd ${odd}" : ''
+    def source = ([id: meta.id] + (meta.source ?: [:])).collect { key, value -> "--source '${key}=${value}'" }.join(' ')
     def extra = params.predict_args ?: ''
     """
     export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus}
     cryorestore predict ${model} \\
         --even ${even} \\
-        --odd ${odd} \\
+        ${odd_opt} \\
         --out ${meta.id}_restored.mrc \\
+        ${source} \\
         ${tile} ${overlap} \\
         --no-progress \\
         --device ${params.device} \\
         ${extra}
 
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        cryorestore: \$(cryorestore --version | sed 's/^cryorestore //')
-        torch: \$(python -c 'import torch; print(torch.__version__)')
-    END_VERSIONS
+    cryorestore-versions "${task.process}" torch > versions.yml
     """
 
     stub:
     """
-    touch ${meta.id}_restored.mrc
+    touch ${meta.id}_restored.mrc ${meta.id}_restored.provenance.json
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -25,11 +25,7 @@ process RECONSTRUCT {
         ${thickness} \\
         --device ${params.device}
 
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        cryorestore: \$(cryorestore --version | sed 's/^cryorestore //')
-        torch: \$(python -c 'import torch; print(torch.__version__)')
-    END_VERSIONS
+    cryorestore-versions "${task.process}" torch > versions.yml
     """
 
     stub:

@@ -18,10 +18,7 @@ process REPORT {
     export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus}
     cryorestore report ${run_dirs} --out report.html
 
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        cryorestore: \$(cryorestore --version | sed 's/^cryorestore //')
-    END_VERSIONS
+    cryorestore-versions "${task.process}" > versions.yml
     """
 
     stub:

@@ -25,10 +25,7 @@ process SAMPLESHEET_CHECK {
         --base-dir ${workflow.launchDir} \\
         --out samplesheet.valid.csv
 
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        cryorestore: \$(cryorestore --version | sed 's/^cryorestore //')
-    END_VERSIONS
+    cryorestore-versions "${task.process}" > versions.yml
     """
 
     stub:

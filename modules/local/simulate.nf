@@ -29,10 +29,7 @@ process SIMULATE {
         --seed ${meta.seed} \\
         --device cpu
 
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        cryorestore: \$(cryorestore --version | sed 's/^cryorestore //')
-    END_VERSIONS
+    cryorestore-versions "${task.process}" > versions.yml
     """
 
     stub:

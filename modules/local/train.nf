@@ -1,7 +1,9 @@
 /*
  * TRAIN: one restoration network per training group (one tomogram, or several that share a model),
- * from independent even/odd half sets. Half tomograms are staged in numbered folders so that files
- * with the same name (portal runs often have them) do not collide.
+ * from independent even/odd half sets (params.method) or, for single-map groups (meta.mode 'single':
+ * no odd maps), from the full maps alone (params.single_method, IsoNet-style wedge filling with its
+ * noise schedule). The tilt range is the group's (meta.tilt_min/tilt_max). Maps are staged in numbered
+ * folders so that files with the same name (portal runs often have them) do not collide.
  */
 process TRAIN {
     tag "${meta.id}"
@@ -18,15 +20,22 @@ process TRAIN {
     script:
     def even_list = evens instanceof List ? evens : [evens]
     def odd_list = odds instanceof List ? odds : [odds]
-    def pairs = [even_list, odd_list].transpose().collect { pair -> "--even ${pair[0]} --odd ${pair[1]}" }.join(' ')
+    def single = meta.mode == 'single'
+    def pairs = single
+        ? even_list.collect { map -> "--even ${map}" }.join(' ')
+        : [even_list, odd_list].transpose().collect { pair -> "--even ${pair[0]} --odd ${pair[1]}" }.join(' ')
+    def method = single ? params.single_method : params.method
+    def loss = single ? params.single_loss : params.loss
+    def noise = single && params.single_noise_schedule ? "--noise-schedule ${params.single_noise_schedule}" : ''
     def extra = params.train_args ?: ''
     """
     export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus}
     cryorestore train ${pairs} \\
-        --method ${params.method} \\
+        --method ${method} \\
         --model ${params.model} \\
-        --loss ${params.loss} \\
-        --tilt-range ${params.tilt_min} ${params.tilt_max} \\
+        --loss ${loss} \\
+        --tilt-range ${meta.tilt_min} ${meta.tilt_max} \\
+        ${noise} \\
         --epochs ${params.epochs} \\
         --batch-size ${params.batch_size} \\
         --subtomo-size ${params.subtomo_size} \\
@@ -39,11 +48,7 @@ process TRAIN {
         ${extra} \\
         --out ${meta.id}
 
-    cat <<-END_VERSIONS > versions.yml
-    "${task.process}":
-        cryorestore: \$(cryorestore --version | sed 's/^cryorestore //')
-        torch: \$(python -c 'import torch; print(torch.__version__)')
-    END_VERSIONS
+    cryorestore-versions "${task.process}" torch > versions.yml
     """
 
     stub:

@@ -84,6 +84,18 @@ def config_params(path: Path) -> dict[str, str]:
     return out
 
 
+def literal(text: str):
+    """The Python value of a config literal: null, true/false, a quoted string or a number."""
+    text = text.strip()
+    if text == "null":
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    if text[0] in "'\"":
+        return text[1:-1]
+    return float(text) if "." in text else int(text)
+
+
 def params_used(text: str) -> set[str]:
     return set(re.findall(r"\bparams\.(\w+)", strip_comments(text)))
 

@@ -45,8 +45,10 @@ def test_stub_run_samplesheet(tmp_path):
     nextflow(tmp_path, "-stub-run", "--input", "sheet.csv", timeout=600)
     out = tmp_path / "results"
     assert (out / "models/lamella_A").is_dir() and (out / "models/TS_04").is_dir()
-    for sid in ("TS_01", "TS_02", "TS_03", "TS_04"):
+    for sid in ("TS_01", "TS_02", "TS_03", "TS_04", "TS_05"):
         assert (out / f"restored/{sid}_restored.mrc").exists()
+        assert (out / f"restored/{sid}_restored.provenance.json").exists()
+    assert (out / "models/TS_05").is_dir()  # the single-map row trains its own model
     assert (out / "reconstruct/TS_04/even.mrc").exists()
 
 

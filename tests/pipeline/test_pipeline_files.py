@@ -8,6 +8,7 @@ label is defined; params, schema and profiles agree; the container recipes build
 from __future__ import annotations
 
 import argparse
+import os
 import contextlib
 import io
 import json
@@ -166,15 +167,7 @@ def test_every_param_used_is_declared():
         assert not undeclared, f"{f.relative_to(ROOT)} uses params {sorted(undeclared)} not declared in nextflow.config"
 
 
-def _literal(text: str):
-    text = text.strip()
-    if text == "null":
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    if text[0] in "'\"":
-        return text[1:-1]
-    return float(text) if "." in text else int(text)
+_literal = nf.literal
 
 
 def test_schema_is_valid_and_defaults_agree():
@@ -237,6 +230,9 @@ TEST_VALUES = {
     "raw": "raw/full.mrc", "restored": "sim1_restored.mrc", "truth_opt": "--truth truth/gt.mrc",
     "particles_opt": "--particles particles/p.star", "template_opt": "--template template/t.mrc",
     "membranes_opt": "--membranes membranes/m.mrc", "match_opt": "--match-step 30", "run_dirs": "runs/sim1 runs/sim2",
+    "meta.tilt_min": "-60.0", "meta.tilt_max": "60.0", "method": "n2n", "loss": "l2", "noise": "",
+    "odd_opt": "--odd odd/odd.mrc", "source": "--source id=sim1 --source 'simulated=cryorestore simulate' --source seed=1",
+    "raw_map": "raw_mean.mrc",
 }
 
 
@@ -272,3 +268,31 @@ def test_rendered_command_parses(proc):
             build_parser().parse_args(argv)
         except SystemExit as exc:
             pytest.fail(f"{proc.name}: `cryorestore {' '.join(argv)}` does not parse: {err.getvalue().strip().splitlines()[-1]}")
+
+
+BIN = ROOT / "bin"
+
+
+def test_bin_wrappers_exist_are_executable_and_thin():
+    """Every `cryorestore-*` a script calls is an executable in bin/ (Nextflow puts bin/ on PATH) that
+    only hands over to the package: at most a usage check and one exec of a cryorestore command."""
+    called = {m for p in PROCESSES for m in re.findall(r"\b(cryorestore-[a-z-]+)", p.sections["script"])}
+    assert {"cryorestore-versions", "cryorestore-raw-map"} <= called
+    shipped = {f.name for f in BIN.iterdir()}
+    assert called <= shipped, f"scripts call {sorted(called - shipped)}, which bin/ lacks"
+    for f in BIN.iterdir():
+        text = f.read_text()
+        assert os.access(f, os.X_OK) and text.startswith("#!/usr/bin/env bash"), f"{f.name} is not an executable bash script"
+        execs = re.findall(r"(?m)^exec (.+)$", text)
+        assert len(execs) == 1, f"{f.name}: a bin/ wrapper execs exactly one command"
+        words = execs[0].split()
+        if words[:3] == ["python", "-m", "cryorestore.provenance"]:
+            continue
+        assert words[0] == "cryorestore"
+        parser, path = subparser(words[1:2])
+        assert path == words[1:2], f"{f.name} calls `cryorestore {words[1]}`, which does not exist"
+
+
+def test_every_process_writes_versions_through_bin():
+    for p in PROCESSES:
+        assert re.search(r'cryorestore-versions "\$\{task\.process\}"( torch)? > versions\.yml', p.sections["script"]), p.name

@@ -28,7 +28,7 @@ def materialise(sheet: Path, base: Path, voxel: float = 2.5) -> None:
     """Create every local file a sheet names (MRC with a random map, .tlt with angles)."""
     with open(sheet, newline="") as fh:
         for row in csv.DictReader(fh):
-            for col in ("even", "odd", "tilt_series", "full", "template"):
+            for col in ("even", "odd", "tilt_series", "tomogram", "full", "template"):
                 if row.get(col) and not samplesheet.is_url(row[col]):
                     mrc(base / row[col], voxel)
             if row.get("angles"):
@@ -57,12 +57,14 @@ def test_shipped_test_sheet_is_good_and_normalised(base, capsys):
     out = base / "valid.csv"
     code, err, stdout = run(capsys, str(base / "sheet.csv"), "--base-dir", str(base), "--out", str(out))
     assert code == 0, err
-    assert "OK, 4 tomogram(s)" in stdout and "3 training group(s)" in stdout
+    assert "OK, 5 tomogram(s)" in stdout and "4 training group(s)" in stdout
     rows = list(csv.DictReader(open(out)))
-    assert [r["id"] for r in rows] == ["TS_01", "TS_02", "TS_03", "TS_04"]
+    assert [r["id"] for r in rows] == ["TS_01", "TS_02", "TS_03", "TS_04", "TS_05"]
     assert list(rows[0]) == list(samplesheet.VALID_COLUMNS)
-    assert [r["group"] for r in rows] == ["lamella_A", "lamella_A", "TS_03", "TS_04"]
-    assert [r["mode"] for r in rows] == ["halves"] * 3 + ["tilt_series"]
+    assert [r["group"] for r in rows] == ["lamella_A", "lamella_A", "TS_03", "TS_04", "TS_05"]
+    assert [r["mode"] for r in rows] == ["halves"] * 3 + ["tilt_series", "single"]
+    ranges = [(r["tilt_min"], r["tilt_max"]) for r in rows]
+    assert ranges == [("-60", "60"), ("-60", "60"), ("", ""), ("-60", "60"), ("-54", "54")]  # group's; none; angles file
     assert rows[0]["even"] == str((base / "data/TS_01_even.mrc").resolve())
     assert rows[3]["angles"] == str((base / "data/TS_04.tlt").resolve()) and rows[3]["even"] == ""
     assert all(float(r["voxel_size"]) == 2.5 for r in rows)  # read from the MRC headers
@@ -74,7 +76,7 @@ def test_relative_paths_follow_the_current_folder_by_default(base, capsys, monke
     assert code == 0, err
     monkeypatch.chdir(base / "data")
     code, err, _ = run(capsys, str(base / "sheet.csv"))
-    assert code == 2 and len(err) == 5  # 4 rows with missing files + the summary line
+    assert code == 2 and len(err) == 6  # 5 rows with missing files + the summary line
 
 
 def test_urls_are_not_checked_but_local_files_are(tmp_path, capsys):
@@ -119,7 +121,7 @@ def test_missing_file_duplicate_id_and_bad_values_one_line_per_row(base, capsys)
         ("sample,even,odd", "unknown column(s) 'sample'"),
         ("id,even,group", "the header has 'even' but not 'odd'; both are needed"),
         ("id,tilt_series,group", "the header has 'tilt_series' but not 'angles'"),
-        ("id,group", "needs the columns even,odd (half tomograms) or tilt_series,angles"),
+        ("id,group", "needs the columns even,odd (half tomograms), tilt_series,angles or tomogram"),
         ("id,even,odd,even", "column(s) even appear more than once"),
         ("even,odd", "the header has no 'id' column"),
     ],
@@ -192,7 +194,7 @@ def test_both_row_kinds_in_one_row_rejected_and_no_file_check(tmp_path, capsys):
                   "A,a_e.mrc,a_o.mrc,a.st,a.tlt\n"
                   "B,,,b.st,b.tlt\n")
     code, err, _ = run(capsys, str(sheet), "--no-file-check")
-    assert code == 2 and len(err) == 2 and "fill either even,odd or tilt_series,angles, not both" in err[0]
+    assert code == 2 and len(err) == 2 and "fill one of even,odd / tilt_series,angles / tomogram, not even,odd and tilt_series,angles" in err[0]
     write(sheet, "id,even,odd,tilt_series,angles\nB,,,b.st,b.tlt\n")
     assert run(capsys, str(sheet), "--no-file-check")[0] == 0
     assert run(capsys, str(sheet))[0] == 2
@@ -212,3 +214,112 @@ def test_command_line_exit_code(base):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("sheet.csv line 2 (TS_01): even file")
+
+
+# ----------------------------------------------------------------------------------------------
+# single-map rows (id,tomogram) and per-row tilt ranges
+# ----------------------------------------------------------------------------------------------
+def test_single_map_rows_are_a_third_kind(tmp_path, capsys):
+    mrc(tmp_path / "a.mrc", 13.48)
+    mrc(tmp_path / "b_even.mrc", 13.48)
+    mrc(tmp_path / "b_odd.mrc", 13.48)
+    sheet = write(tmp_path / "s.csv",
+                  "id,tomogram,even,odd,group,portal_dataset,portal_run,portal_tomograms\n"
+                  "A,a.mrc,,,,10000,TS_026,5231\n"
+                  "B,,b_even.mrc,b_odd.mrc,,10000,TS_027,5232;5233\n"
+                  "C,s3://bucket/10000/TS_028/c.mrc,,,,,,\n")
+    out = tmp_path / "valid.csv"
+    code, err, stdout = run(capsys, str(sheet), "--base-dir", str(tmp_path), "--out", str(out))
+    assert code == 0, err
+    assert "1 half-tomogram pair, 2 single maps" in stdout
+    rows = list(csv.DictReader(open(out)))
+    assert [r["mode"] for r in rows] == ["single", "halves", "single"]
+    assert rows[0]["tomogram"] == str((tmp_path / "a.mrc").resolve()) and rows[0]["even"] == ""
+    assert rows[0]["voxel_size"] == "13.48" and rows[2]["voxel_size"] == ""
+    assert (rows[1]["portal_dataset"], rows[1]["portal_run"], rows[1]["portal_tomograms"]) == ("10000", "TS_027", "5232;5233")
+
+
+def test_single_map_row_errors(tmp_path, capsys):
+    mrc(tmp_path / "a.mrc")
+    sheet = write(tmp_path / "s.csv",
+                  "id,tomogram,even,odd,full,portal_dataset\n"
+                  "A,a.mrc,a.mrc,a.mrc,,\n"        # two kinds
+                  "B,a.mrc,,,a.mrc,\n"             # full on a single row
+                  "C,a.tlt,,,,\n"                  # not an MRC name
+                  "D,a.mrc,,,,ten thousand\n"      # bad portal id
+                  "E,missing.mrc,,,,\n")
+    code, err, _ = run(capsys, str(sheet), "--base-dir", str(tmp_path))
+    assert code == 2 and len(err) == 6, err
+    assert "fill one of even,odd / tilt_series,angles / tomogram, not even,odd and tomogram" in err[0]
+    assert "a tomogram row has no 'full' column" in err[1]
+    assert "tomogram 'a.tlt' should end in .mrc" in err[2]
+    assert "portal_dataset and portal_tomograms must be portal ids" in err[3]
+    assert err[4].endswith(f"tomogram file {(tmp_path / 'missing.mrc').resolve()} does not exist")
+
+
+def test_single_and_half_rows_may_not_share_a_group(tmp_path, capsys):
+    mrc(tmp_path / "a.mrc")
+    mrc(tmp_path / "e.mrc")
+    mrc(tmp_path / "o.mrc")
+    sheet = write(tmp_path / "g.csv", "id,tomogram,even,odd,group\nA,a.mrc,,,g\nB,,e.mrc,o.mrc,g\n")
+    code, err, _ = run(capsys, str(sheet), "--base-dir", str(tmp_path))
+    assert code == 2 and len(err) == 2, err
+    assert err[0] == ("g.csv line 3 (B): a halves row in group 'g' with the single row of line 2 (A); a shared "
+                      "model trains on single maps only, so give them different groups")
+
+
+def test_tilt_range_per_row_filled_from_angles_and_checked(tmp_path, capsys):
+    mrc(tmp_path / "ts.st")
+    io.write_tlt(tmp_path / "ts.tlt", np.arange(-54, 67, 3.0))
+    mrc(tmp_path / "a.mrc")
+    sheet = write(tmp_path / "t.csv",
+                  "id,tilt_series,angles,tomogram,tilt_min,tilt_max\n"
+                  "TS,ts.st,ts.tlt,,,\n"
+                  "A,,,a.mrc,-45,45.5\n"
+                  "B,,,a.mrc,,\n")
+    out = tmp_path / "valid.csv"
+    code, err, _ = run(capsys, str(sheet), "--base-dir", str(tmp_path), "--out", str(out))
+    assert code == 0, err
+    rows = {r["id"]: r for r in csv.DictReader(open(out))}
+    assert (rows["TS"]["tilt_min"], rows["TS"]["tilt_max"]) == ("-54", "66")   # from the angles file
+    assert (rows["A"]["tilt_min"], rows["A"]["tilt_max"]) == ("-45", "45.5")
+    assert (rows["B"]["tilt_min"], rows["B"]["tilt_max"]) == ("", "")          # the pipeline's --tilt_min/--tilt_max
+
+
+def test_bad_tilt_ranges_one_line_each(tmp_path, capsys):
+    mrc(tmp_path / "ts.st")
+    io.write_tlt(tmp_path / "ts.tlt", np.arange(-54, 67, 3.0))
+    mrc(tmp_path / "a.mrc")
+    sheet = write(tmp_path / "t.csv",
+                  "id,tilt_series,angles,tomogram,tilt_min,tilt_max\n"
+                  "TS,ts.st,ts.tlt,,-60,60\n"
+                  "A,,,a.mrc,-45,\n"
+                  "B,,,a.mrc,60,-60\n"
+                  "C,,,a.mrc,minus,60\n")
+    code, err, _ = run(capsys, str(sheet), "--base-dir", str(tmp_path))
+    assert code == 2 and len(err) == 5, err
+    assert "tilt_min/tilt_max -60/60 disagree with the angles file (-54 to 66 degrees)" in err[0]
+    assert "give both tilt_min and tilt_max (degrees) or neither" in err[1]
+    assert "tilt range 60 -60 makes no sense" in err[2]
+    assert "tilt_min/tilt_max 'minus'/'60' are not numbers of degrees" in err[3]
+    code, err, _ = run(capsys, str(write(tmp_path / "h.csv", "id,tomogram,tilt_min\nA,a.mrc,-60\n")))
+    assert code == 2 and "the header has 'tilt_min' but not 'tilt_max'" in err[0]
+
+
+def test_one_tilt_range_per_group(tmp_path, capsys):
+    for n in "abcd":
+        mrc(tmp_path / f"{n}.mrc")
+    sheet = write(tmp_path / "g.csv",
+                  "id,tomogram,group,tilt_min,tilt_max\n"
+                  "A,a.mrc,g1,-60,60\n"
+                  "B,b.mrc,g1,,\n"          # takes g1's range
+                  "C,c.mrc,g2,-60,60\n"
+                  "D,d.mrc,g2,-50,60\n")
+    code, err, _ = run(capsys, str(sheet), "--base-dir", str(tmp_path))
+    assert code == 2 and len(err) == 2, err
+    assert err[0] == ("g.csv line 5 (D): tilt range -50 to 60 degrees differs from -60 to 60 of line 4 (C) in "
+                      "group 'g2'; a shared model needs one tilt range, so split the group")
+    write(sheet, "id,tomogram,group,tilt_min,tilt_max\nA,a.mrc,g1,-60,60\nB,b.mrc,g1,,\n")
+    out = tmp_path / "valid.csv"
+    assert run(capsys, str(sheet), "--base-dir", str(tmp_path), "--out", str(out))[0] == 0
+    assert [(r["tilt_min"], r["tilt_max"]) for r in csv.DictReader(open(out))] == [("-60", "60")] * 2

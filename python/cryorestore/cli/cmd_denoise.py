@@ -129,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
     restored = restore(loaded, even.data, None if odd is None else odd.data, device=device, tile=args.tile,
                        overlap=args.overlap, progress=is_live(not args.no_progress))
     io.write_mrc(out_dir / "restored.mrc", restored, even.voxel_size)
+    from cryorestore import provenance
+
+    provenance.write(out_dir / "restored.mrc", out_dir / "model", {"even": args.even[0], "odd": args.odd[0] if args.odd else None})
     truth_data = None if truth is None else truth.data
     metrics = map_metrics(raw, restored, even.voxel_size, truth=truth_data, tilt_range=tuple(cfg.tilt_range))
     metrics = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in metrics.items()}

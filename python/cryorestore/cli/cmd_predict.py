@@ -24,13 +24,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in voxels (default: tile/4)")
     p.add_argument("--batch-size", type=positive(int), default=4, help="tiles per forward pass (default: 4; halved on device out-of-memory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--source", action="append", default=[], metavar="KEY=VALUE",
+                   help="where the input came from, for OUT.provenance.json (e.g. dataset=10000 run=TS_026); repeatable")
     add_device_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from cryorestore import provenance
     from cryorestore.predict import EXIT_TILE_OOM, predict_files
     from cryorestore.tiling import TileOutOfMemoryError
 
+    source = provenance.parse_source(args.source)
     device = resolve_device(args.device)
     try:
         out = predict_files(args.model_dir, args.even, args.odd, args.out, device=device, tile=args.tile,
@@ -38,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
     except TileOutOfMemoryError as exc:
         print(f"cryorestore predict: error: {exc}", file=sys.stderr)
         return EXIT_TILE_OOM
-    print(f"wrote {out}")
+    prov = provenance.write(out, args.model_dir, {"even": args.even, "odd": args.odd}, source)
+    print(f"wrote {out} and {prov}")
     return 0

@@ -11,12 +11,14 @@ from cryorestore import samplesheet
 from cryorestore.errors import InputError
 
 NAME = "samplesheet"
-HELP = "validate a pipeline samplesheet (id,even,odd or id,tilt_series,angles; optional group, voxel_size)"
+HELP = "validate a pipeline samplesheet (id,even,odd / id,tilt_series,angles / id,tomogram; optional group, voxel_size, tilt range)"
 DESCRIPTION = (
-    "Check a Nextflow samplesheet: the columns, one of the two row kinds (even,odd half tomograms or "
-    "tilt_series,angles), unique ids, that local files exist (URLs such as s3:// or https:// are staged "
-    "by Nextflow and not checked), that even and odd share one grid, and that all tomograms of a group "
-    "(one shared model) have one voxel size. Prints one line per bad row and exits 2 if there is any."
+    "Check a Nextflow samplesheet: the columns, one of the three row kinds (even,odd half tomograms, "
+    "tilt_series,angles, or one full tomogram), unique ids, that local files exist (URLs such as s3:// or "
+    "https:// are staged by Nextflow and not checked), that even and odd share one grid, that tilt_min/tilt_max "
+    "agree with a local angles file (and are filled from it), and that all tomograms of a group (one shared "
+    "model) have one row kind, one voxel size and one tilt range. Prints one line per bad row and exits 2 if "
+    "there is any."
 )
 
 
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         samplesheet.write_valid(rows, args.out)
     modes = Counter(r.mode for r in rows)
     groups = len({r.group for r in rows})
-    kinds = ", ".join(f"{n} {'half-tomogram pair' if m == 'halves' else 'tilt series'}{'s' if n > 1 else ''}"
-                      for m, n in sorted(modes.items()))
+    names = {"halves": ("half-tomogram pair", "half-tomogram pairs"), "tilt_series": ("tilt series", "tilt series"),
+             "single": ("single map", "single maps")}
+    kinds = ", ".join(f"{n} {names[m][n > 1]}" for m, n in sorted(modes.items()))
     print(f"{args.sheet}: OK, {len(rows)} tomogram(s) ({kinds}) in {groups} training group(s)")
     return 0
