@@ -39,7 +39,6 @@ BUDGET_S=${GPU_CHECK_BUDGET_S:-$((DRY ? 2400 : 470))}
 SUMMARY="$OUTDIR/summary.tsv"
 printf 'step\texit\tseconds\tnote\n' > "$SUMMARY"
 
-if ((DRY)); then DEV=cpu; else DEV=cuda; fi
 NGPU=0
 if command -v nvidia-smi > /dev/null 2>&1; then NGPU=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true); fi
 

@@ -300,9 +300,9 @@ def accumulate_tiles(grid: TileGrid, volume: Volume3D, fn: TileFn, acc: torch.Te
             host = pending.result()
             n = len(host)
             pending = load(start + n) if start + n < total else _done(None)  # read ahead while the device works
-            batch = (host if isinstance(host, torch.Tensor) else torch.from_numpy(host)).to(dev).unsqueeze(1)
-            oom = False
+            batch, oom = None, False
             try:
+                batch = (host if isinstance(host, torch.Tensor) else torch.from_numpy(host)).to(dev).unsqueeze(1)
                 pred = fn(batch)
                 if tuple(pred.shape) != tuple(batch.shape):
                     raise ValueError(f"tile function returned shape {tuple(pred.shape)}, expected {tuple(batch.shape)}")
@@ -312,7 +312,7 @@ def accumulate_tiles(grid: TileGrid, volume: Volume3D, fn: TileFn, acc: torch.Te
                     raise
                 oom = True  # handled below, once the traceback (and the tensors it holds) is released
             if oom:
-                del batch
+                batch = None
                 pending.result()  # the read-ahead assumed this batch's size: drop it
                 _free_device_cache(dev)
                 if n == 1:
@@ -327,6 +327,7 @@ def accumulate_tiles(grid: TileGrid, volume: Volume3D, fn: TileFn, acc: torch.Te
             for t, o in enumerate(origins[start:start + n]):
                 out_sl, tile_sl = grid.placement(o)
                 acc[out_sl] += weighted[(t, *tile_sl)]
+            batch = pred = weighted = None  # free this batch's device memory before the next one
             start += n
             bar.update(n)
     return size
