@@ -78,7 +78,7 @@ STRIP_FINE = 32  # strip width (fine pixels) of the defocus gradient
 DOSE_GROUP = 2  # tilts per side before switching in the dose-symmetric scheme
 #: Each species aims at one molecule per CROWDING exclusion-sphere volumes of the region its centres may
 #: occupy (fewer where rejection sampling cannot fit them without overlap).
-CROWDING = 4.0
+CROWDING = 8.0
 
 
 @dataclass
