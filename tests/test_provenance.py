@@ -43,11 +43,12 @@ def test_mean_rejects_other_grids_and_writes_nothing(tmp_path, rng, capsys):
 
 def test_single_map_train_then_predict_writes_provenance(tmp_path, rng, capsys):
     """isonet trains from one map (`train --even X`, no --odd); predict writes OUT.provenance.json."""
-    tomo = io.write_mrc(tmp_path / "TS_026.mrc", rng.normal(size=(32, 32, 32)).astype(np.float32), 13.48)
+    # 48 voxels along y hold a training box (16³ around crops of 8), a one-crop gap and the validation slab
+    tomo = io.write_mrc(tmp_path / "TS_026.mrc", rng.normal(size=(32, 48, 32)).astype(np.float32), 13.48)
     model = tmp_path / "model"
     assert main(["train", "--even", str(tomo), "--method", "isonet", "--model", "unet",
                  "--model-option", "base_channels=4", "--model-option", "depth=1", "--tilt-range", "-54", "54",
-                 "--epochs", "1", "--subtomo-size", "16", "--n-subtomos", "4", "--batch-size", "2",
+                 "--epochs", "1", "--subtomo-size", "8", "--n-subtomos", "4", "--batch-size", "2",
                  "--noise-schedule", "0:0.1", "--no-progress", "--device", "cpu", "--out", str(model)]) == 0
     out = tmp_path / "restored" / "TS_026_restored.mrc"
     assert main(["predict", str(model), "--even", str(tomo), "--out", str(out), "--tile", "16", "--overlap", "4",
@@ -63,7 +64,7 @@ def test_single_map_train_then_predict_writes_provenance(tmp_path, rng, capsys):
     assert prov["method"] == "isonet" and prov["model"] == "unet"
     assert prov["training"]["tilt_range"] == [-54.0, 54.0] and prov["training"]["loss"] == "l1"
     assert len(prov["training"]["weights_sha256"]) == 64
-    assert prov["output"] == {"file": "TS_026_restored.mrc", "shape_zyx": [32, 32, 32], "voxel_size_A": pytest.approx(13.48, rel=1e-5)}
+    assert prov["output"] == {"file": "TS_026_restored.mrc", "shape_zyx": [32, 48, 32], "voxel_size_A": pytest.approx(13.48, rel=1e-5)}
     assert prov["software"]["cryorestore"] == __version__ and prov["software"]["torch"]
     assert isinstance(prov["command"], str) and prov["command"]
 
@@ -109,10 +110,10 @@ def test_bin_raw_map_is_the_mean_of_the_halves(tmp_path, rng):
 
 
 def test_denoise_on_a_single_map_writes_provenance(tmp_path, rng, capsys):
-    tomo = io.write_mrc(tmp_path / "full.mrc", rng.normal(size=(32, 32, 32)).astype(np.float32), 10.0)
+    tomo = io.write_mrc(tmp_path / "full.mrc", rng.normal(size=(32, 48, 32)).astype(np.float32), 10.0)
     out = tmp_path / "run"
     assert main(["denoise", "--even", str(tomo), "--method", "isonet", "--model-option", "base_channels=4",
-                 "--model-option", "depth=1", "--epochs", "1", "--subtomo-size", "16", "--n-subtomos", "4",
+                 "--model-option", "depth=1", "--epochs", "1", "--subtomo-size", "8", "--n-subtomos", "4",
                  "--batch-size", "2", "--tile", "16", "--overlap", "4", "--no-progress", "--device", "cpu",
                  "--out-dir", str(out)]) == 0
     prov = json.loads((out / "restored.provenance.json").read_text())
