@@ -116,8 +116,10 @@ def test_cli_devices_two_writes_one_model_and_matches_one_rank(dataset, tmp_path
     one = train(_cfg(dataset, tmp_path / "one", seed=0, lr=4e-4, model_options={"base_channels": 4, "depth": 2}),
                 progress=False)
     two = _history(out)["history"]
-    for key in ("train_loss", "val_loss"):
-        np.testing.assert_allclose([h[key] for h in two], [h[key] for h in one.history], rtol=1e-5)
+    # the validation loss of a later epoch is computed with the trained weights, which may differ by the
+    # reduction order (checked to 1e-4 below), so it gets the weights' tolerance
+    for key, rtol in (("train_loss", 1e-5), ("val_loss", 1e-4)):
+        np.testing.assert_allclose([h[key] for h in two], [h[key] for h in one.history], rtol=rtol)
     w1 = torch.load(tmp_path / "one" / "weights.pt", weights_only=True)
     for k, v in loaded.model.state_dict().items():
         torch.testing.assert_close(v, w1[k], rtol=1e-4, atol=1e-5)
