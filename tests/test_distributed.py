@@ -121,8 +121,11 @@ def test_cli_devices_two_writes_one_model_and_matches_one_rank(dataset, tmp_path
     for key, rtol in (("train_loss", 1e-5), ("val_loss", 1e-4)):
         np.testing.assert_allclose([h[key] for h in two], [h[key] for h in one.history], rtol=rtol)
     w1 = torch.load(tmp_path / "one" / "weights.pt", weights_only=True)
-    for k, v in loaded.model.state_dict().items():
-        torch.testing.assert_close(v, w1[k], rtol=1e-4, atol=1e-5)
+    # AdamW's first steps move each weight by about ±lr whatever the gradient's size, so a weight whose gradient
+    # is a near-exact cancellation takes a sign from reduction-order noise: the CLI runs can only agree to
+    # within one step (lr = 4e-4); the losses above carry the equality of the global batches
+    flat = lambda sd: torch.cat([t.flatten().float() for _, t in sorted(sd.items())])  # noqa: E731
+    assert float((flat(loaded.model.state_dict()) - flat(w1)).abs().max()) < 4e-4
     assert not [p.name for p in out.iterdir() if ".part" in p.name or ".shared" in p.name]  # no temporary files left
     # a rank's input error: exit 2 and one line, no model directory
     bad = _cli_args(dataset, tmp_path / "bad") + ["--devices", "2"]
