@@ -42,6 +42,23 @@ def test_wavelength_and_transfer_match_reference(rng):
     assert ctf.transfer(np.zeros((1, 1)), np.zeros((1, 1)), ctf.TiltCTF(40000, 40000), OPT)[0, 0] == pytest.approx(0.07, abs=1e-9)
 
 
+def test_transfer_matches_teamtomo_torch_ctf(rng):
+    """The field's implementation (teamtomo's torch-ctf, a dev dependency) gives the same sin χ on the
+    rfft grid of a non-square image, astigmatism and phase shift included (float32 there)."""
+    torch_ctf = pytest.importorskip("torch_ctf")
+    shape, pix = (48, 40), 5.0
+    qy, qx = ctf.frequencies_2d(shape, pix)
+    for _ in range(3):
+        d1, d2 = sorted(rng.uniform(10000, 50000, 2))[::-1]
+        az, ph = rng.uniform(0, 180), rng.uniform(0, 0.5)
+        ref = torch_ctf.calculate_ctf_2d(
+            defocus=(d1 + d2) / 2e4, astigmatism=(d1 - d2) / 2e4, astigmatism_angle=az, voltage=300.0,
+            spherical_aberration=2.7, amplitude_contrast=0.07, phase_shift=math.degrees(ph), pixel_size=pix,
+            image_shape=shape, rfft=True, fftshift=False).numpy()
+        got = ctf.transfer(qy, qx, ctf.TiltCTF(d1, d2, az, ph), OPT)
+        assert np.abs(got - ref).max() < 1e-3
+
+
 def test_exposure_filter_is_mean_of_exponential_and_matches_grant_grigorieff():
     q = np.array([0.0, 0.01, 0.05, 0.1])
     ne = ctf.critical_exposure(q)
@@ -52,6 +69,10 @@ def test_exposure_filter_is_mean_of_exponential_and_matches_grant_grigorieff():
         ref = np.exp(-n[None, :] / (2 * ne[:, None])).mean(axis=1)
     assert np.allclose(got, ref, atol=1e-6)
     assert got[0] == 1.0 and np.all(np.diff(got) < 0)
+    dose_weight = pytest.importorskip("torch_fourier_filter.dose_weight")  # teamtomo's, a dev dependency
+    import torch
+
+    assert np.allclose(ne[1:], dose_weight.critical_exposure(torch.as_tensor(q[1:])).numpy(), rtol=1e-6)
     assert np.allclose(ctf.critical_exposure(q[1:], 200.0), 0.8 * ne[1:])
 
 

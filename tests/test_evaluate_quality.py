@@ -37,13 +37,14 @@ def np_fsc_full(a, b, select=None):
 
 
 def np_missing_full(shape, tmin, tmax):
-    """1 where the (kx, kz) line angle lies outside [tmin, tmax] (the ky axis is always measured)."""
+    """1 where the (kx, kz) line angle lies outside [−tmax, −tmin] (the ky axis is always measured)."""
     fz, fy, fx = (np.fft.fftfreq(n) for n in shape)
     kz, kx = np.meshgrid(fz, fx, indexing="ij")
     ang = np.degrees(np.arctan2(kz, kx))
     ang = np.where(ang > 90, ang - 180, ang)
     ang = np.where(ang <= -90, ang + 180, ang)
-    measured = ((ang >= tmin - 1e-6) & (ang <= tmax + 1e-6)) | ((kz == 0) & (kx == 0))
+    # positive tilt turns +x toward +z: tilts [tmin, tmax] measure the line angles [-tmax, -tmin]
+    measured = ((ang >= -tmax - 1e-6) & (ang <= -tmin + 1e-6)) | ((kz == 0) & (kx == 0))
     return np.broadcast_to((~measured)[:, None, :], shape).astype(float)
 
 

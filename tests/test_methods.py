@@ -30,7 +30,8 @@ def _wedge_full(shape, rot=None):
     phi = np.where(phi > 90, phi - 180, phi)
     phi = np.where(phi <= -90, phi + 180, phi)
     axis = (np.abs(kz) < 1e-12) & (np.abs(kx) < 1e-12)
-    return ((phi >= TILT[0] - 1e-6) & (phi <= TILT[1] + 1e-6) | axis).astype(np.float64)
+    # positive tilt turns +x toward +z: tilts [a, b] measure the line angles [-b, -a]
+    return ((phi >= -TILT[1] - 1e-6) & (phi <= -TILT[0] + 1e-6) | axis).astype(np.float64)
 
 
 def test_registry():

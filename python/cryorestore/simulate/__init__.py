@@ -1,7 +1,19 @@
-"""The synthetic benchmark: a phantom whose truth is known, its noisy tilt series and WBP tomograms.
+"""The synthetic benchmark: a specimen whose truth is known, its noisy tilt series and WBP tomograms.
 
-Phantom (:func:`make_phantom`, deterministic given the random generator)
------------------------------------------------------------------------
+Two presets share the output contract of :func:`simulate_dataset` (ground truth, tomograms, tilt series,
+CTF file in the CTFFIND4 format, particle list with species, templates, membranes, simulation.json):
+
+* ``realistic`` (:mod:`cryorestore.simulate.realistic`, the default of ``cryorestore simulate``): real
+  molecules from an atomic model (:mod:`cryorestore.simulate.molecules`), bilayers, gold and ice, imaged
+  as a weak-phase object with a CTF, exposure damage, ice attenuation and shot noise on a 2× finer grid;
+* ``toy`` (this module; fast, for unit tests): the blob phantom below with pure amplitude contrast.
+
+Geometry and handedness are those of :mod:`cryorestore.projection`: positive tilt turns +x toward +z,
+and (IMOD, Dynamo and novaCTF) at positive tilt angles the right side (+x) of a tilt image is more
+underfocused than the left.
+
+Toy phantom (:func:`make_phantom`, deterministic given the random generator)
+---------------------------------------------------------------------------
 * copies of one asymmetric particle (:func:`make_template`: seven Gaussian blobs of different sizes and
   densities, no rotation maps it onto itself, diameter ≈ 18 voxels, peak density 1) at random
   non-overlapping integer positions away from the margins, each rotated actively by
@@ -13,8 +25,8 @@ Phantom (:func:`make_phantom`, deterministic given the random generator)
 * a few gold beads (radius 2.5 voxels, density 4);
 * a weak smooth background (low-pass Gaussian noise, standard deviation 0.05).
 
-Image formation (:func:`simulate_projections`)
-----------------------------------------------
+Toy image formation
+-------------------
 The phantom is projected (:func:`cryorestore.projection.project`) at tilts ``min, min + step, …, ≤ max``
 about y. Per tilt the expected number of electrons per pixel is ``λ = dose / n_tilts · voxel_size²``
 (dose in e/Å² over the whole series) and the expected image is ``I = λ (1 − c·p)``, ``p`` the projection
@@ -433,6 +445,9 @@ def simulate_dataset(
                       "truth_map": f"{name}_truth.mrc.gz", "template_map": f"{name}_template.mrc.gz"}
                      for name, pdb, what in realistic.molecules.SPECIES],
             tomograms="WBP of phase-flipped images (true CTF)",
+            ctf_file="the true per-tilt values used by the simulation (defocus at the image centre)",
+            handedness="IMOD/Dynamo/novaCTF: at positive tilt angles the right side (+x) of a tilt image is "
+                       "more underfocused; positive tilt turns +x toward +z",
         )
 
     t3 = time.perf_counter()

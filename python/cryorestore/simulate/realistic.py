@@ -27,7 +27,9 @@ Per tilt θ (degrees, acquired in the dose-symmetric order of :func:`dose_symmet
 2. weak-phase object: the contrast of a density-like image is ``T ⊛ V_p`` with ``T = sin χ`` at the
    tilt's defocus (astigmatism included), varying across x as the defocus gradient of a tilted image
    (:func:`cryorestore.ctf.filter_tilt`; at positive tilt +x is more underfocused), multiplied by the
-   exposure filter for the tilt's pre-exposure (Grant & Grigorieff 2015);
+   exposure filter for the tilt's pre-exposure (Grant & Grigorieff 2015). Each image column gets the
+   defocus of the specimen's mid-plane there; across the slab's own thickness (±320 Å for 64 voxels of
+   10 Å) χ changes by π λ Δz q² < 0.05 rad at the 10 Å Nyquist, so no per-depth (3D) CTF is modelled;
 3. binning 2 × 2 by Fourier cropping (anti-aliased, centred on the fine pixels' mean position);
 4. expected electrons per tilt-image pixel ``λ = dose/n · pixel² · exp(−t / (Λ cos θ))``, the
    energy-filter loss over the ice path t / cos θ (t the slab thickness, Λ = ``INELASTIC_MFP_A``);
@@ -74,6 +76,9 @@ MEMBRANE_HALF_A = 25.0
 BEAD_RADIUS_A, GOLD_V = 50.0, 26.0
 STRIP_FINE = 32  # strip width (fine pixels) of the defocus gradient
 DOSE_GROUP = 2  # tilts per side before switching in the dose-symmetric scheme
+#: Each species aims at one molecule per CROWDING exclusion-sphere volumes of the region its centres may
+#: occupy (fewer where rejection sampling cannot fit them without overlap).
+CROWDING = 4.0
 
 
 @dataclass
@@ -216,7 +221,7 @@ def make_specimen(shape: Sequence[int], voxel_size: float, rng: np.random.Genera
     maps = [molecules.load(name, "truth") for name, _, _ in molecules.SPECIES]
     radii = [m.radius_a for m in maps]
     interior = [float(np.prod([max(e - 2 * r, 0.0) for e in (z_a, y_a, x_a)])) for r in radii]
-    targets = [int(round(v / (8.0 * 4.0 / 3.0 * math.pi * r**3))) if v > 0 else 0 for v, r in zip(interior, radii)]
+    targets = [int(round(v / (CROWDING * 4.0 / 3.0 * math.pi * r**3))) if v > 0 else 0 for v, r in zip(interior, radii)]
     draws = np.repeat(np.arange(len(maps)), targets)
     rng.shuffle(draws)
     placed: list[tuple[int, np.ndarray]] = []  # (species index, centre in coarse voxels)
