@@ -53,9 +53,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cryorestore.errors import InputError
+from cryorestore.progress import progress_bar
 
 DeviceLike = torch.device | str | None
 
@@ -130,7 +130,7 @@ def project(
     cz, cx, cu = centre(nz), centre(nx), centre(nu)
     uc = torch.arange(nu, device=dev, dtype=torch.float64) - cu  # detector coordinate, centred
     out = vol.new_zeros(len(angles), ny, nu)
-    for i, theta in enumerate(tqdm(angles, desc="projecting", unit="tilt", disable=not progress, leave=False)):
+    for i, theta in enumerate(progress_bar(angles, desc="projecting", unit="tilt", enabled=progress, leave=False)):
         t = math.radians(float(theta))
         c, s = math.cos(t), math.sin(t)
         if abs(c) >= abs(s):
@@ -256,7 +256,7 @@ def backproject_filtered(
     acc = filtered.new_zeros(nz * nx, ny)  # rows (z * X + x), y contiguous
     zero_row = filtered.new_zeros(1, ny)
     step = max(1, CHUNK_ELEMENTS // max(1, nx * ny))  # z planes per chunk: bounds the temporaries
-    for i, theta in enumerate(tqdm(angles_deg, desc="back-projecting", unit="tilt", disable=not progress, leave=False)):
+    for i, theta in enumerate(progress_bar(angles_deg, desc="back-projecting", unit="tilt", enabled=progress, leave=False)):
         t = math.radians(float(theta))
         rows = torch.cat([filtered[i].T, zero_row], dim=0)  # (U + 1, Y); row U is "off the detector"
         for z0 in range(0, nz, step):

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cryorestore.errors import InputError
+from cryorestore.progress import is_live
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -294,7 +295,8 @@ def accumulate_tiles(grid: TileGrid, volume: Volume3D, fn: TileFn, acc: torch.Te
                 return _done(_read_batch(grid, volume, chunk, prepare))
             return pool.submit(_read_batch, grid, volume, chunk, prepare)
 
-        bar = stack.enter_context(tqdm(total=total, desc=desc, unit="tile", disable=not progress))
+        # a live bar on a terminal only: in a log its carriage-return updates would pile up as lines
+        bar = stack.enter_context(tqdm(total=total, desc=desc, unit="tile", disable=not is_live(progress)))
         pending = load(0)
         while start < total:
             host = pending.result()

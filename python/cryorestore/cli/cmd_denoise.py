@@ -103,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
     from cryorestore.evaluate.quality import map_metrics
     from cryorestore.modeldir import load_model_dir
     from cryorestore.predict import restore
-    from cryorestore.progress import is_live
 
     out_dir = Path(args.out_dir)
     even = io.read_mrc(args.even[0])
@@ -125,9 +124,8 @@ def run(args: argparse.Namespace) -> int:
     cfg, res = run_training(args, str(out_dir / "model"))
     device = resolve_device(args.device)
     loaded = load_model_dir(out_dir / "model", device)
-    # tiling's bars are plain tqdm: show them on a terminal only, never as carriage returns in a log
     restored = restore(loaded, even.data, None if odd is None else odd.data, device=device, tile=args.tile,
-                       overlap=args.overlap, progress=is_live(not args.no_progress))
+                       overlap=args.overlap, progress=not args.no_progress)
     io.write_mrc(out_dir / "restored.mrc", restored, even.voxel_size)
     from cryorestore import provenance
 

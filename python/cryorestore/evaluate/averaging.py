@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import ndimage
-from tqdm import tqdm
 
 from cryorestore import fourier, geometry, native
 from cryorestore.errors import InputError
 from cryorestore.evaluate import angles as angle_sampling
+from cryorestore.progress import progress_bar
 
 
 def extract_box(tomogram: np.ndarray, centre_zyx: np.ndarray, box: int) -> np.ndarray:
@@ -121,7 +121,7 @@ def subtomogram_average(
     if reference is not None and reference.shape != (box,) * 3:
         raise InputError(f"the reference has shape {reference.shape}, expected ({box}, {box}, {box}) for --box {box}")
     subs = np.stack([extract_subtomogram(tomogram, c, e, box)
-                     for c, e in tqdm(list(zip(coords, eul)), desc="extracting", disable=not progress, leave=False)])
+                     for c, e in progress_bar(list(zip(coords, eul)), desc="extracting", enabled=progress, leave=False)])
     wedges = particle_wedges(box, eul, tilt_range) if tilt_range is not None else None
     halves = half_split(len(subs), rng)
     maps = []
@@ -180,7 +180,7 @@ def refine(
     sl = [(dz, dy, dx) for dz in range(-max_shift, max_shift + 1) for dy in range(-max_shift, max_shift + 1)
           for dx in range(-max_shift, max_shift + 1) if dz * dz + dy * dy + dx * dx <= max_shift * max_shift]
     shifts = torch.tensor(sl, device=dev)
-    for i in tqdm(range(len(out_c)), desc="refining", disable=not progress, leave=False):
+    for i in progress_bar(range(len(out_c)), desc="refining", enabled=progress, leave=False):
         cand = angle_sampling.local_eulers(out_e[i], step_deg, n_steps)
         rz = torch.from_numpy(geometry.xyz_to_zyx(geometry.euler_to_matrix(cand))).to(dev, torch.float32)
         from cryorestore.evaluate.matching import prepare_templates

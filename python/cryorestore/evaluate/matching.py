@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from scipy import ndimage
-from tqdm import tqdm
 
 from cryorestore import fourier, geometry, native
 from cryorestore.errors import InputError
+from cryorestore.progress import progress_bar
 
 
 @dataclass
@@ -170,8 +170,8 @@ def match_template(
     best_idx = torch.zeros(shape, device=dev, dtype=torch.int32)
     t_setup = time.perf_counter() - t_start
     with torch.inference_mode():
-        for start in tqdm(range(0, len(eul), batch), desc="template matching", unit="batch",
-                          disable=not progress, leave=False):
+        for start in progress_bar(range(0, len(eul), batch), desc="template matching", unit="batch",
+                                  enabled=progress, leave=False):
             stop = min(start + batch, len(eul))
             boxes = prepare_templates(tmpl, rot_zyx[start:stop], mask_box, wedge_box)
             spec = pruned_rfftn(boxes, shape)

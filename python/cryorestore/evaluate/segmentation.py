@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from cryorestore.errors import InputError
+from cryorestore.progress import progress_bar
 
 DEFAULT_THICKNESS_A = 40.0
 SCALE_FACTORS = (0.6, 0.8, 1.0)
@@ -53,7 +53,7 @@ def surfaceness(volume: np.ndarray, voxel_size: float, thickness: float = DEFAUL
         v = -v
     half = thickness / (2.0 * voxel_size)
     out = np.zeros(v.shape, dtype=np.float32)
-    for f in tqdm(SCALE_FACTORS, desc="surfaceness scales", disable=not progress, leave=False):
+    for f in progress_bar(SCALE_FACTORS, desc="surfaceness scales", enabled=progress, leave=False):
         sigma = max(0.5, f * half)
         ev = hessian_eigenvalues(v, sigma)
         s = -ev[..., 0] - np.sqrt(ev[..., 1] ** 2 + ev[..., 2] ** 2)

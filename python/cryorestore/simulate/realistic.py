@@ -52,11 +52,11 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import ndimage
-from tqdm.auto import tqdm
 
 from cryorestore import ctf as ctfmod
 from cryorestore import geometry, io
 from cryorestore.projection import project
+from cryorestore.progress import progress_bar
 from cryorestore.simulate import molecules
 from cryorestore.simulate.shapes import sphere_distance
 
@@ -238,7 +238,7 @@ def make_specimen(shape: Sequence[int], voxel_size: float, rng: np.random.Genera
                 break
     fine_maps = [displace_ice(molecules.resample(m, fpix)) for m in maps]
     eulers = geometry.matrix_to_euler(geometry.random_rotations(len(placed), rng)) if placed else np.zeros((0, 3))
-    for (s, p), ang in zip(tqdm(placed, desc="placing molecules", disable=not progress, leave=False), eulers):
+    for (s, p), ang in zip(progress_bar(placed, desc="placing molecules", enabled=progress, leave=False), eulers):
         _place(fine, fine_maps[s], geometry.xyz_to_zyx(geometry.euler_to_matrix(ang)), k * p + (k - 1) / 2.0)
 
     coords = np.array([p for _, p in placed], dtype=np.float64).reshape(-1, 3)
@@ -307,7 +307,7 @@ def acquire(specimen: Specimen, angles: np.ndarray, ctfs: Sequence[ctfmod.TiltCT
     pre = np.empty(n)
     pre[order] = per_tilt * np.arange(n)
     contrast = np.empty((n, proj.shape[1] // OVERSAMPLING, proj.shape[2] // OVERSAMPLING), np.float32)
-    for i in tqdm(range(n), desc="CTF and exposure", disable=not progress, leave=False):
+    for i in progress_bar(range(n), desc="CTF and exposure", enabled=progress, leave=False):
         c = expected_contrast(proj[i].astype(np.float64) * fpix, float(angles[i]), fpix, ctfs[i], optics, pre[i], per_tilt)
         contrast[i] = fourier_bin(c)
     thickness = specimen.truth.shape[0] * specimen.voxel_size
