@@ -28,6 +28,14 @@ process TRAIN {
     def loss = single ? params.single_loss : params.loss
     def noise = single && params.single_noise_schedule ? "--noise-schedule ${params.single_noise_schedule}" : ''
     def extra = params.train_args ?: ''
+    // options set in the params override the preset's; unset (null) ones are left to it
+    def overrides = [
+        params.epochs != null ? "--epochs ${params.epochs}" : '',
+        params.batch_size != null ? "--batch-size ${params.batch_size}" : '',
+        params.subtomo_size != null ? "--subtomo-size ${params.subtomo_size}" : '',
+        params.n_subtomos != null ? "--n-subtomos ${params.n_subtomos}" : '',
+        params.lr != null ? "--lr ${params.lr}" : '',
+    ].join(' ')
     """
     export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus}
     cryorestore train ${pairs} \\
@@ -36,11 +44,8 @@ process TRAIN {
         --loss ${loss} \\
         --tilt-range ${meta.tilt_min} ${meta.tilt_max} \\
         ${noise} \\
-        --epochs ${params.epochs} \\
-        --batch-size ${params.batch_size} \\
-        --subtomo-size ${params.subtomo_size} \\
-        --n-subtomos ${params.n_subtomos} \\
-        --lr ${params.lr} \\
+        --preset ${params.preset} \\
+        ${overrides} \\
         --seed ${params.seed} \\
         --no-progress \\
         --device ${params.device} \\

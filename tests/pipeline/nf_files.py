@@ -79,7 +79,7 @@ def config_params(path: Path) -> dict[str, str]:
     for block in re.finditer(r"(?m)^\s*params\s*\{(.*?)^\s*\}", text, re.S):
         for m in re.finditer(r"(?m)^\s*(\w+)\s*=\s*(.+?)\s*$", block.group(1)):
             out[m.group(1)] = m.group(2)
-    for m in re.finditer(r"(?m)\bparams\.(\w+)\s*=\s*(.+?)\s*$", text):
+    for m in re.finditer(r"(?m)\bparams\.(\w+)\s*=(?!=)\s*(.+?)\s*$", text):  # an assignment, not ==
         out[m.group(1)] = m.group(2)
     return out
 

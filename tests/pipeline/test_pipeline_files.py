@@ -232,7 +232,7 @@ TEST_VALUES = {
     "membranes_opt": "--membranes membranes/m.mrc", "match_opt": "--match-step 30", "run_dirs": "runs/sim1 runs/sim2",
     "meta.tilt_min": "-60.0", "meta.tilt_max": "60.0", "method": "n2n", "loss": "l2", "noise": "",
     "odd_opt": "--odd odd/odd.mrc", "source": "--source id=sim1 --source 'simulated=cryorestore simulate' --source seed=1",
-    "raw_map": "raw_mean.mrc",
+    "raw_map": "raw_mean.mrc", "overrides": "--epochs 2 --subtomo-size 16",
 }
 
 

@@ -65,7 +65,7 @@ def main_functions() -> str:
 
 def script_case(name: str, proc: str, meta: dict, inputs: dict) -> dict:
     return {"name": name, "script": PROCS[proc].sections["script"],
-            "vars": {"params": PARAMS, "meta": meta, "task": {"cpus": 2, "process": f"CRYORESTORE:{proc}"},
+            "vars": {"params": PARAMS, "meta": meta, "task": {"cpus": 2, "attempt": 1, "process": f"CRYORESTORE:{proc}"},
                      "workflow": {"launchDir": "/launch"}, **inputs}}
 
 
