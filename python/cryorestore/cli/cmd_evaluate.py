@@ -28,7 +28,8 @@ from cryorestore.evaluate import quality, segmentation, snr, species
 BASELINES = ("gaussian", "wiener")
 
 NAME = "evaluate"
-HELP = "compare a raw and a restored map (PSNR, SSIM, FSC, wedge correlation, SNR, STA, membranes, matching) into metrics.json"
+HELP = ("compare raw, classical baselines and a restored map (PSNR, SSIM, FSC vs truth, wedge correlation, SNR, "
+        "per-species STA and matching, membranes) into metrics.json")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
