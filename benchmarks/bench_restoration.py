@@ -209,6 +209,16 @@ def print_trends(results: dict[str, dict]) -> None:
             print(f"trend wedge ({row}): missing-wedge correlation raw {s['raw']['wedge_corr']:.3f} → {m['wedge_corr']:.3f}")
 
 
+def collect_rows(out_dir: Path) -> dict[str, dict]:
+    """Every scored map of a run folder (``<row>/scores.json``; several invocations may have shared the
+    folder), baselines first, then the method rows in name order."""
+    docs = {}
+    for f in sorted(out_dir.glob("*/scores.json")):
+        doc = json.loads(f.read_text())
+        docs[doc["row"]] = doc
+    return {r: docs[r] for r in [*BASELINE_ROWS, *sorted(set(docs) - set(BASELINE_ROWS))] if r in docs}
+
+
 def species_of(out_dirs: list[Path]) -> list[str]:
     names: list[str] = []
     for d in out_dirs:
@@ -244,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.combine:
         dirs = [Path(d) for d in args.combine]
-        docs = [json.loads((d / "table.json").read_text())["rows"] for d in dirs]
+        docs = [collect_rows(d) for d in dirs]
         print_table(docs, species_of(dirs), [d.name for d in dirs])
         return 0
     if not args.data or not args.out_dir:

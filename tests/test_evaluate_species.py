@@ -52,8 +52,14 @@ def test_load_templates_per_species_and_fallback(tmp_path, rng):
     one = df.drop(columns=[species.SPECIES_COLUMN])
     io.write_mrc(tmp_path / "template.mrc", templates["ball"], 10.0)
     assert np.allclose(species.load_templates(one, tmp_path)[species.DEFAULT_SPECIES], templates["ball"])
+    # a species without its own template is left out; the given template serves the first species only
     (tmp_path / "template_shell.mrc").unlink()
-    with pytest.raises(InputError, match="template_shell.mrc"):
+    assert set(species.load_templates(df, tmp_path)) == {"ball"}
+    (tmp_path / "template_ball.mrc").unlink()
+    only = species.load_templates(df, tmp_path, fallback=tmp_path / "template.mrc")
+    assert set(only) == {"ball"} and np.allclose(only["ball"], templates["ball"])
+    (tmp_path / "template.mrc").unlink()
+    with pytest.raises(InputError, match="no template"):
         species.load_templates(df, tmp_path)
 
 

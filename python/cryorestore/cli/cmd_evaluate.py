@@ -28,7 +28,8 @@ from cryorestore.evaluate import quality, segmentation, snr, species
 BASELINES = ("gaussian", "wiener")
 
 NAME = "evaluate"
-HELP = "compare a raw and a restored map (PSNR, SSIM, FSC, wedge correlation, SNR, STA, membranes, matching) into metrics.json"
+HELP = ("compare raw, classical baselines and a restored map (PSNR, SSIM, FSC vs truth, wedge correlation, SNR, "
+        "per-species STA and matching, membranes) into metrics.json")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         if particles is None:
             raise InputError("--template needs --particles (the true poses)")
         templates = species.load_templates(particles, Path(args.template).parent, fallback=args.template)
+        missing = [s for s in species.species_names(particles) if s not in templates]
+        if missing:
+            print(f"no template_<species>.mrc beside {args.template} for {', '.join(missing)}: not scored")
     memb = None
     if args.membranes:
         m = io.read_mrc(args.membranes)

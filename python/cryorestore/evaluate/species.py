@@ -3,8 +3,8 @@
 The particle list (RELION STAR, :func:`cryorestore.io.read_particles`) names each particle's species in
 the string column :data:`SPECIES_COLUMN`; a list without that column is one species called
 :data:`DEFAULT_SPECIES`. Each species has its own template (``template_<species>.mrc`` next to the
-particle list, box³ voxels at the tomogram's voxel size; ``template.mrc`` serves a list with one
-species when no ``template_<species>.mrc`` exists).
+particle list, box³ voxels at the tomogram's voxel size; ``template.mrc``, or the file given, serves the
+first species when no ``template_<species>.mrc`` exists; species without any template are not scored).
 
 Both measurements treat every map alike (raw, baselines, restored): the same wedge compensation
 (``tilt_range``: the template is wedge-filtered in matching, the average is wedge-compensated in STA),
@@ -49,18 +49,21 @@ def species_names(particles: pd.DataFrame) -> list[str]:
 
 
 def load_templates(particles: pd.DataFrame, folder: str | Path, fallback: str | Path | None = None) -> dict[str, np.ndarray]:
-    """``{species: template}`` from ``folder/template_<species>.mrc``; with one species, ``fallback``
-    (default ``folder/template.mrc``) when that file is missing."""
+    """``{species: template}`` for the species that have one: ``folder/template_<species>.mrc``, else for
+    the *first* species ``fallback`` (default ``folder/template.mrc``, which by the simulator's contract
+    equals the first species' template). Species without a template are left out (compare with
+    :func:`species_names`); none at all raises :class:`InputError`."""
     d = Path(folder)
-    names = species_names(particles)
+    first = Path(fallback) if fallback is not None else d / "template.mrc"
     out = {}
-    for s in names:
+    for i, s in enumerate(species_names(particles)):
         p = d / f"template_{s}.mrc"
-        if not p.is_file() and len(names) == 1:
-            p = Path(fallback) if fallback is not None else d / "template.mrc"
-        if not p.is_file():
-            raise InputError(f"no template for species '{s}': expected {d / f'template_{s}.mrc'}")
-        out[s] = io.read_mrc(p).data
+        if not p.is_file() and i == 0:
+            p = first
+        if p.is_file():
+            out[s] = io.read_mrc(p).data
+    if not out:
+        raise InputError(f"no template found for any species: expected template_<species>.mrc or {first} in {d}")
     return out
 
 
