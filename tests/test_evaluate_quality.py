@@ -37,13 +37,14 @@ def np_fsc_full(a, b, select=None):
 
 
 def np_missing_full(shape, tmin, tmax):
-    """1 where the (kx, kz) line angle lies outside [tmin, tmax] (the ky axis is always measured)."""
+    """1 where the (kx, kz) line angle lies outside [−tmax, −tmin] (tilt θ measures the line at −θ; the ky
+    axis is always measured)."""
     fz, fy, fx = (np.fft.fftfreq(n) for n in shape)
     kz, kx = np.meshgrid(fz, fx, indexing="ij")
     ang = np.degrees(np.arctan2(kz, kx))
     ang = np.where(ang > 90, ang - 180, ang)
     ang = np.where(ang <= -90, ang + 180, ang)
-    measured = ((ang >= tmin - 1e-6) & (ang <= tmax + 1e-6)) | ((kz == 0) & (kx == 0))
+    measured = ((ang >= -tmax - 1e-6) & (ang <= -tmin + 1e-6)) | ((kz == 0) & (kx == 0))
     return np.broadcast_to((~measured)[:, None, :], shape).astype(float)
 
 
@@ -90,13 +91,14 @@ def test_fsc_resolutions_and_wedge_against_numpy():
         curve = np_fsc_full(arr, truth)
         res = fourier.resolutions(curve, truth.shape, 2.5)
         assert m[f"fsc05_{name}"] == pytest.approx(res[0.5].frequency, abs=1e-6)
-        assert m[f"fsc0143_{name}"] == pytest.approx(res[0.143].frequency, abs=1e-6)
         assert m[f"fsc05_{name}_angstrom"] == pytest.approx(2.5 / res[0.5].frequency, rel=1e-6)
         wedge = np_fsc_full(arr, truth, select=np_missing_full(truth.shape, -50.0, 45.0))
         assert m[f"wedge_corr_{name}"] == pytest.approx(wedge[1:].mean(), abs=1e-5)
     assert m["wedge_freq_min"] == pytest.approx(1 / 20) and m["wedge_freq_max"] == pytest.approx(0.5)
-    for key in ("psnr_raw", "psnr_restored", "ssim_raw", "ssim_restored", "fsc0143_raw", "fsc0143_restored"):
+    for key in ("psnr_raw", "psnr_restored", "ssim_raw", "ssim_restored", "fsc05_apod_raw", "fsc05_apod_restored"):
         assert key in m and np.isfinite(m[key])
+    # against a truth only FSC=0.5 is a resolution; the raw-restored FSC shares noise: no Å for it
+    assert "fsc0143_raw" not in m and "fsc05_raw_vs_restored_angstrom" not in m
 
 
 def test_wedge_power_fraction_against_numpy():
@@ -142,3 +144,46 @@ def test_mid_band_fsc_and_amplitude_ratio_against_numpy():
     assert quality.band_amplitude_ratio(-4.0 * truth + 2.0, truth) == pytest.approx(1.0, rel=1e-6)
     with pytest.raises(ValueError, match="no FSC shell"):
         quality.band_shells((8, 8, 8), (0.3, 0.32))
+
+
+def np_tukey(n, alpha):
+    """Tukey window by its textbook formula (Harris 1978), symmetric, length n."""
+    x = np.arange(n) / (n - 1)
+    w = np.ones(n)
+    lo, hi = x < alpha / 2, x > 1 - alpha / 2
+    w[lo] = 0.5 * (1 + np.cos(2 * np.pi / alpha * (x[lo] - alpha / 2)))
+    w[hi] = 0.5 * (1 + np.cos(2 * np.pi / alpha * (x[hi] - 1 + alpha / 2)))
+    return w
+
+
+def test_apodised_fsc_against_numpy_and_sign():
+    rng = np.random.default_rng(11)
+    shape = (20, 30, 28)
+    truth = ndimage.gaussian_filter(rng.normal(size=shape), 1.5)
+    x = -2.0 * truth + 0.3 * rng.normal(size=shape)  # dense matter dark: negative correlation
+    box = 16
+    sl = tuple(slice((n - box) // 2, (n - box) // 2 + box) for n in shape)
+    win = np_tukey(box, 0.5)[:, None, None] * np_tukey(box, 0.5)[None, :, None] * np_tukey(box, 0.5)[None, None, :]
+
+    def crop(v):
+        c = v[sl]
+        return (c - c.mean()) * win
+
+    np.testing.assert_allclose(quality.apodised_crop(x, box), crop(x), rtol=1e-10, atol=1e-12)
+    assert quality.truth_sign(x, truth) == -1.0 and quality.truth_sign(-x, truth) == 1.0
+    ref = np_fsc_full(-crop(x), crop(truth))
+    np.testing.assert_allclose(quality.apodised_fsc(x, truth, box), ref, atol=1e-5)
+    assert ref[1] > 0.5  # the sign-corrected curve starts high
+
+
+def test_truth_metrics_are_sign_invariant_and_cover_extra_maps():
+    truth, raw, restored = _maps(12, shape=(20, 22, 24))
+    m = quality.map_metrics(raw, restored, 2.0, truth=truth, tilt_range=(-60.0, 60.0),
+                            extra={"inverted": -raw, "blurred": ndimage.gaussian_filter(raw, 1.0)})
+    for key in ("psnr", "ssim", "fsc05", "fsc05_apod", "fsc_mid", "wedge_corr", "mid_amplitude"):
+        assert m[f"{key}_inverted"] == pytest.approx(m[f"{key}_raw"], abs=1e-5), key
+        assert f"{key}_blurred" in m
+    assert m["sign_inverted"] == -1.0 and m["sign_raw"] == 1.0
+    c = quality.map_curves(raw, restored, truth, (-60.0, 60.0), extra={"inverted": -raw})
+    np.testing.assert_allclose(c["inverted_vs_truth"], c["raw_vs_truth"], atol=1e-6)
+    assert len(c["raw_vs_truth_apod"]) == len(c["apod_frequency"]) == 11

@@ -58,7 +58,8 @@ def np_wedge_full(shape, tmin, tmax, rot=None):
                     ang -= 180
                 while ang <= -90:
                     ang += 180
-                out[i, j, l] = float(tmin - 1e-6 <= ang <= tmax + 1e-6)
+                # positive tilt turns +x toward +z: tilt θ measures the line at angle −θ
+                out[i, j, l] = float(-tmax - 1e-6 <= ang <= -tmin + 1e-6)
     return out
 
 

@@ -235,7 +235,7 @@ def test_wedge_mask_batched_equals_looped_and_writes_every_element(ext):
     assert torch.equal(batched, looped)
     kz, ky, kx = native._grid_vectors(shape, torch.device("cpu"))
     poisoned = torch.full(batched.shape, float("nan"))
-    ext.wedge_mask(kz, ky, kx, rot.double(), -50 - native.WEDGE_EPS_DEG, 55 + native.WEDGE_EPS_DEG,
+    ext.wedge_mask(kz, ky, kx, rot.double(), -55 - native.WEDGE_EPS_DEG, 50 + native.WEDGE_EPS_DEG,
                    native.WEDGE_TINY, out=poisoned)
     assert torch.equal(poisoned, batched)
 

@@ -12,7 +12,8 @@ from cryorestore.errors import InputError
 
 
 def centred_grid(shape):
-    return np.meshgrid(*[np.arange(n, dtype=np.float64) - n // 2 for n in shape], indexing="ij")
+    """Coordinates relative to the geometric centre (n − 1) / 2 of every axis."""
+    return np.meshgrid(*[np.arange(n, dtype=np.float64) - (n - 1) / 2 for n in shape], indexing="ij")
 
 
 def smooth_phantom(rng, shape, radius):
@@ -34,12 +35,12 @@ def test_gaussian_blob_matches_analytic_projection(centre_zx):
     vol = np.exp(-((z - cz) ** 2 + y**2 + (x - cx) ** 2) / (2 * sigma**2)).astype(np.float32)
     proj = projection.project(vol, ANGLES)
     assert proj.shape == (len(ANGLES), 24, 64) and proj.dtype == np.float32
-    u = np.arange(64) - 32.0
-    yy = np.arange(24) - 12.0
+    u = np.arange(64) - 31.5
+    yy = np.arange(24) - 11.5
     for i, theta in enumerate(np.deg2rad(ANGLES)):
-        # the blob centre (x, z) projects to u = x cos θ + z sin θ; the line integral of a 3D Gaussian
-        # is a 2D Gaussian of peak sqrt(2π) σ
-        uc = cx * np.cos(theta) + cz * np.sin(theta)
+        # positive tilt turns +x toward +z: the blob centre (x, z) projects to u = x cos θ − z sin θ;
+        # the line integral of a 3D Gaussian is a 2D Gaussian of peak sqrt(2π) σ
+        uc = cx * np.cos(theta) - cz * np.sin(theta)
         analytic = np.sqrt(2 * np.pi) * sigma * np.exp(-((u[None] - uc) ** 2 + yy[:, None] ** 2) / (2 * sigma**2))
         err = np.abs(proj[i] - analytic).max() / analytic.max()
         assert err < 0.015, (ANGLES[i], err)
@@ -55,11 +56,12 @@ def test_projection_matches_fine_ray_sum(rng):
     got = projection.project(torch.from_numpy(vol), angles)
     assert isinstance(got, torch.Tensor) and got.dtype == torch.float64
     nz, ny, nx = shape
-    u = np.arange(nx) - nx // 2
+    u = np.arange(nx) - (nx - 1) / 2
     t = np.arange(-40.0, 40.0, 0.25)
     for i, theta in enumerate(np.deg2rad(angles)):
-        xs = u[:, None] * np.cos(theta) - t[None, :] * np.sin(theta) + nx // 2
-        zs = u[:, None] * np.sin(theta) + t[None, :] * np.cos(theta) + nz // 2
+        # the ray through detector position u runs along (x, z) = (sin θ, cos θ)
+        xs = u[:, None] * np.cos(theta) + t[None, :] * np.sin(theta) + (nx - 1) / 2
+        zs = -u[:, None] * np.sin(theta) + t[None, :] * np.cos(theta) + (nz - 1) / 2
         ref = np.empty((ny, nx))
         for j in range(ny):
             coords = np.stack([zs.ravel(), np.full(zs.size, j, float), xs.ravel()])

@@ -122,3 +122,93 @@ def test_cli_reconstruct_bad_input(tmp_path, rng, capsys):
         lines = [line for line in err.splitlines() if line.strip()]
         assert rc == 2 and len(lines) == 1 and match in lines[0], (args, err)
         assert not out.exists()
+
+
+def test_off_centre_point_source_lands_where_it_was(rng):
+    """Handedness and centre: analytic projections of a point (a narrow Gaussian) at (z0, y0, x0),
+    reconstructed by ``reconstruct``, peak at (z0, y0, x0) to a fraction of a voxel.
+
+    Convention: positive tilt turns the specimen's +x toward +z, so the point appears at
+    u = x0 cos θ − z0 sin θ about the detector centre (U − 1) / 2; centres are (N − 1) / 2.
+    A z-mirrored reconstruction would put the peak at −z0, a half-voxel centre error 0.5 off.
+    """
+    shape = (32, 20, 48)
+    cz, cy, cx = ((n - 1) / 2 for n in shape)
+    z0, y0, x0 = 6.3, 2.0, -7.6  # offsets from the centre, voxels
+    sigma = 1.0
+    angles = np.arange(-60.0, 60.1, 2.0)
+    u = np.arange(shape[2]) - cx
+    yy = np.arange(shape[1]) - cy
+    stack = np.empty((len(angles), shape[1], shape[2]), np.float32)
+    for i, theta in enumerate(np.deg2rad(angles)):
+        uc = x0 * np.cos(theta) - z0 * np.sin(theta)
+        stack[i] = 2 * np.pi * sigma**2 * np.exp(-((u[None] - uc) ** 2 + (yy[:, None] - y0) ** 2) / (2 * sigma**2))
+    rec = reconstruct.reconstruct_halves(stack, angles, thickness=shape[0])["full"]
+    peak = np.unravel_index(np.argmax(rec), rec.shape)
+    # centroid of the positive values in a small box about the maximum
+    sl = tuple(slice(p - 3, p + 4) for p in peak)
+    box = np.clip(rec[sl], 0, None).astype(np.float64)
+    grids = np.meshgrid(*[np.arange(s.start, s.stop) for s in sl], indexing="ij")
+    found = np.array([(g * box).sum() / box.sum() for g in grids])
+    expected = np.array([cz + z0, cy + y0, cx + x0])
+    assert np.abs(found - expected).max() < 0.2, (found, expected)
+    # the mirror image would sit 2·z0 away in z
+    assert abs(found[0] - (cz - z0)) > 10
+
+
+def _ctf_series(phantom, rng, pixel=10.0):
+    """Noisy projections of ``phantom`` through a 4 µm-underfocus CTF with the tilted-image defocus
+    gradient (the simulator's image formation), and the per-tilt CTF rows."""
+    from cryorestore import ctf
+    from cryorestore.simulate import realistic
+
+    clean = projection.project(phantom, ANGLES).astype(np.float64)
+    rows = [ctf.TiltCTF(40000.0 + 500 * np.sin(i), 39800.0 + 500 * np.sin(i), 20.0) for i in range(len(ANGLES))]
+    opt = ctf.Optics()
+    blurred = np.stack([realistic.expected_contrast(p, a, pixel, c, opt, 0.0, 0.0, strip=8)
+                        for p, a, c in zip(clean, ANGLES, rows)])
+    noisy = blurred + rng.normal(scale=0.3 * blurred.std(), size=blurred.shape)
+    return noisy.astype(np.float32), rows
+
+
+def test_cli_reconstruct_ctf_beats_no_ctf(tmp_path, rng, cli):
+    """Phase flipping with the CTF file raises the FSC against the truth over the CTF's band."""
+    from cryorestore import ctf
+
+    v = ndimage.gaussian_filter(rng.standard_normal(SHAPE), 0.8)
+    z, _, x = np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in SHAPE], indexing="ij")
+    phantom = (v * np.exp(-(z**2 + x**2) / (2 * 7.0**2))).astype(np.float32)
+    # 5 Å pixels: at 4 µm underfocus the CTF changes sign from 0.18 cycles/pixel on
+    stack, rows = _ctf_series(phantom, rng, pixel=5.0)
+    ts = io.write_mrc(tmp_path / "ts.mrc", stack, 5.0)
+    tlt = io.write_tlt(tmp_path / "ts.tlt", ANGLES)
+    ctf_file = ctf.write_ctffind(tmp_path / "ctf.txt", rows, 5.0)
+    common = ["--angles", tlt, "--thickness", SHAPE[0], "--device", "cpu"]
+    assert cli_main(["reconstruct", str(ts), *map(str, common), "--out-dir", str(tmp_path / "raw")]) == 0
+    assert cli_main(["reconstruct", str(ts), *map(str, common), "--out-dir", str(tmp_path / "ctf"),
+                     "--ctf", str(ctf_file)]) == 0
+    freqs = fourier.shell_frequencies(SHAPE)
+    band = (freqs > 0.15) & (freqs < 0.45)
+    curves = {k: fourier.fsc(torch.from_numpy(io.read_mrc(tmp_path / k / "full.mrc").data),
+                             torch.from_numpy(phantom)).numpy() for k in ("raw", "ctf")}
+    assert curves["ctf"][band].mean() > curves["raw"][band].mean() + 0.2, curves
+    assert curves["ctf"][band].min() > 0.3
+
+
+def test_cli_reconstruct_bad_ctf_files(tmp_path, rng, capsys):
+    stack = rng.standard_normal((6, 8, 32)).astype(np.float32)
+    ts = io.write_mrc(tmp_path / "ts.mrc", stack, 10.0)
+    tlt = io.write_tlt(tmp_path / "ts.tlt", np.linspace(-50, 50, 6))
+    row = "1 30000 29000 10 0 0.1 20\n"
+    cases = {
+        "count.txt": ("# hdr\n" + row * 5, "has 5 CTF rows but the tilt series has 6"),
+        "text.txt": ("# hdr\n" + row * 5 + "1 30000 x 10 0 0.1 20\n", "not numeric"),
+        "neg.txt": ("# hdr\n" + row * 5 + "1 -30000 29000 10 0 0.1 20\n", "negative defocus"),
+    }
+    out = tmp_path / "out"
+    for name, (body, match) in cases.items():
+        (tmp_path / name).write_text(body)
+        rc = cli_main(["reconstruct", str(ts), "--angles", str(tlt), "--out-dir", str(out), "--ctf", str(tmp_path / name)])
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert rc == 2 and len(lines) == 1 and match in lines[0], (name, lines)
+        assert not out.exists()

@@ -21,6 +21,8 @@ def dataset(tmp_path_factory):
     raw = ph.volume + rng.normal(scale=0.3, size=ph.volume.shape).astype(np.float32)
     io.write_mrc(d / "ground_truth.mrc", ph.volume, 10.0)
     io.write_mrc(d / "full.mrc", raw, 10.0)
+    for half in ("even", "odd"):  # halves with twice the noise variance, mean = raw in expectation
+        io.write_mrc(d / f"{half}.mrc", ph.volume + rng.normal(scale=0.3 * 2**0.5, size=ph.volume.shape).astype(np.float32), 10.0)
     io.write_mrc(d / "restored.mrc", ndimage.gaussian_filter(raw, 1.0), 10.0)
     io.write_mrc(d / "template.mrc", ph.template, 10.0)
     io.write_mrc(d / "membranes.mrc", ph.membranes.astype(np.float32), 10.0)
@@ -34,7 +36,11 @@ def run_dir(dataset, tmp_path_factory):
 
     d, _ = dataset
     run = tmp_path_factory.mktemp("run")
+    r = run_cli("baseline", "--even", d / "even.mrc", "--odd", d / "odd.mrc", "--full", d / "full.mrc",
+                "--truth", d / "ground_truth.mrc", "--out-dir", run / "baselines")
+    assert r.returncode == 0, r.stderr
     r = run_cli("evaluate", "--raw", d / "full.mrc", "--restored", d / "restored.mrc", "--truth", d / "ground_truth.mrc",
+                "--baselines", run / "baselines", "--match-step", "90",
                 "--tilt-range", "-60", "60", "--particles", d / "particles.star", "--template", d / "template.mrc",
                 "--membranes", d / "membranes.mrc", "--out", run / "metrics.json", "--device", "cpu")
     assert r.returncode == 0, r.stderr
@@ -47,14 +53,19 @@ def run_dir(dataset, tmp_path_factory):
     return run
 
 
-def test_evaluate_writes_required_metrics(run_dir):
+def test_evaluate_writes_required_metrics(run_dir, dataset):
+    from cryorestore.evaluate.species import species_names
+
     doc = json.loads((run_dir / "metrics.json").read_text())
     m = doc["metrics"]
-    for key in ("psnr_raw", "psnr_restored", "fsc05_raw", "fsc05_restored", "ssim_raw", "wedge_corr_raw",
-                "snr_db_raw", "membrane_dice_raw", "sta_half_fsc05_raw"):
-        assert key in m and np.isfinite(m[key]), key
+    (sp,) = species_names(io.read_particles(dataset[0] / "particles.star"))
+    for name in ("raw", "gaussian", "wiener", "restored"):
+        for key in ("psnr", "fsc05_apod", "fsc05", "ssim", "wedge_corr", "snr_db", "membrane_dice",
+                    f"sta_half_fsc0143_{sp}", f"sta_ref_fsc05_{sp}", f"pr_auc_{sp}"):
+            assert np.isfinite(m[f"{key}_{name}"]), f"{key}_{name}"
     assert m["psnr_restored"] > m["psnr_raw"]  # a Gaussian filter does help on white noise
-    assert (run_dir / "figures" / "orthoslices.png").is_file()
+    assert m["psnr_gaussian"] > m["psnr_raw"] and m["psnr_wiener"] > m["psnr_raw"]
+    assert (run_dir / "figures" / "orthoslices.png").is_file() and (run_dir / "figures" / f"pr_{sp}.png").is_file()
 
 
 def test_match_cli_outputs(run_dir, dataset):
@@ -84,6 +95,10 @@ def test_report_inlines_every_image(run_dir, tmp_path):
     assert len(pngs) >= 4 and len(srcs) == len(pngs)
     assert all(s.startswith("data:image/png;base64,") and len(s) > 1000 for s in srcs)
     assert "psnr_raw" in text and "match.pr_auc" in text and "average.half_fsc05" in text
+    # raw, the baselines and the restored map side by side, in that order
+    side = text[text.index("Maps side by side"):]
+    heads = re.findall(r"<th>([^<]*)</th>", side[: side.index("</tr>")])
+    assert heads == ["figure", "raw", "gaussian", "wiener", "restored"]
     # several runs: one column each
     r = run_cli("report", run_dir, run_dir / "match", "--out", tmp_path / "two.html")
     assert r.returncode == 0, r.stderr
@@ -130,3 +145,15 @@ def test_bad_input_exits_2_without_output(dataset, tmp_path):
     assert r.returncode == 2 and not (tmp_path / "x.json").exists()
     r = run_cli("report", tmp_path / "missing")
     assert r.returncode == 2
+
+
+def test_side_by_side_orders_maps_and_figures():
+    from cryorestore.report import side_by_side
+
+    m = {"psnr_restored": 3.0, "psnr_raw": 1.0, "psnr_wiener": 2.0, "zeta_raw": 5.0, "zeta_restored": 6.0,
+         "pr_auc_ribosome_gaussian": 0.4, "pr_auc_ribosome_raw": 0.2, "std_ratio": 1.0,
+         "fsc05_raw_vs_restored": 0.3, "note_raw": "text", "only_raw": 1.0}
+    cols, rows = side_by_side(m)
+    assert cols == ["raw", "gaussian", "wiener", "restored"]
+    assert [r[0] for r in rows] == ["psnr", "pr_auc_ribosome", "zeta"]
+    assert rows[0][1] == [1.0, None, 2.0, 3.0] and rows[1][1] == [0.2, 0.4, None, None]

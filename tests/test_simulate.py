@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import itertools
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from cryorestore import fourier, geometry, io, simulate
+from cryorestore import ctf, fourier, geometry, io, simulate
+from cryorestore.simulate import molecules, realistic
 from cryorestore.cli import main as cli_main
 from cryorestore.errors import InputError
 
@@ -176,11 +180,19 @@ def test_same_seed_same_dataset(tmp_path):
 def test_cli_simulate_writes_design_outputs(tmp_path, capsys):
     # in-process to spare a second interpreter start-up; `python -m cryorestore` itself is tested in test_cli_fsc
     out = tmp_path / "D"
-    rc = cli_main(["simulate", str(out), "--shape", "48", "96", "96", "--seed", "3", "--voxel-size", "8.5", "--device", "cpu"])
+    rc = cli_main(["simulate", str(out), "--preset", "toy", "--shape", "48", "96", "96", "--seed", "3",
+                   "--voxel-size", "8.5", "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     assert "ground_truth" in capsys.readouterr().out
-    names = {"ground_truth.mrc", "full.mrc", "even.mrc", "odd.mrc", "tilts.tlt", "particles.star", "template.mrc", "membranes.mrc"}
+    names = {"ground_truth.mrc", "full.mrc", "even.mrc", "odd.mrc", "tilts.tlt", "particles.star", "template.mrc",
+             "membranes.mrc", "tilt_series.mrc", "ctf.txt", "simulation.json", "template_blob.mrc"}
     assert {p.name for p in out.iterdir()} == names
+    assert np.array_equal(io.read_mrc(out / "template_blob.mrc").data, io.read_mrc(out / "template.mrc").data)
+    stack = io.read_mrc(out / "tilt_series.mrc")
+    assert stack.shape == (41, 96, 96) and stack.voxel_size == pytest.approx(8.5)
+    assert len(ctf.read_ctffind(out / "ctf.txt", n_expected=41)) == 41
+    meta = json.loads((out / "simulation.json").read_text())
+    assert meta["preset"] == "toy" and meta["seed"] == 3 and meta["species"][0]["name"] == "blob"
     for name in ("ground_truth", "full", "even", "odd", "membranes"):
         vol = io.read_mrc(out / f"{name}.mrc")
         assert vol.shape == (48, 96, 96) and vol.voxel_size == pytest.approx(8.5)
@@ -189,6 +201,7 @@ def test_cli_simulate_writes_design_outputs(tmp_path, capsys):
     assert np.allclose(io.read_tlt(out / "tilts.tlt"), np.arange(-60, 60.1, 3))
     df = io.read_particles(out / "particles.star")
     assert len(df) >= 1 and {"rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"} <= set(df.columns)
+    assert set(df["cryorestoreSpecies"]) == {"blob"} and set(df["rlnClassNumber"]) == {1}
 
 
 def _assert_clean_failure(capsys, argv, out, match):
@@ -209,5 +222,110 @@ def test_cli_simulate_bad_input(tmp_path, capsys):
     _assert_clean_failure(capsys, ["simulate", out, "--shape", "8", "96", "96"], out, "too small")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    _assert_clean_failure(capsys, ["simulate", blocker, "--shape", "32", "32", "32"], tmp_path / "nothing", "not a folder")
+    _assert_clean_failure(capsys, ["simulate", blocker, "--preset", "toy", "--shape", "32", "32", "32"], tmp_path / "nothing", "not a folder")
     assert blocker.read_text() == "x"
+
+
+# --------------------------------------------------------------------------------------------
+# realistic preset
+# --------------------------------------------------------------------------------------------
+def test_dose_symmetric_order():
+    a = np.arange(-9.0, 9.1, 3.0)  # -9 … 9
+    order = realistic.dose_symmetric_order(a, group=2)
+    assert list(a[order]) == [0.0, 3.0, 6.0, -3.0, -6.0, 9.0, -9.0]
+    asym = np.arange(-6.0, 12.1, 3.0)
+    o2 = realistic.dose_symmetric_order(asym, group=1)
+    assert list(asym[o2]) == [0.0, 3.0, -3.0, 6.0, -6.0, 9.0, 12.0]
+    assert sorted(o2) == list(range(len(asym)))
+
+
+def test_simulated_defocus_gradient_has_the_stated_sign():
+    """IMOD/Dynamo/novaCTF: at positive tilt the right side (+x) of the image is more underfocused.
+
+    Two identical point images at u = ±40 pixels pass through the simulator's image formation at
+    +45°; the local defocus of each is found by fitting uniform-defocus images; the +x one must be
+    the more underfocused by ≈ 2 · 40 · pixel · tan 45° (and the sign reverses at −45°)."""
+    pix, n = 10.0, 161
+    u = np.arange(n) - (n - 1) / 2
+    y = np.arange(64) - 31.5
+    blob = lambda x0: np.exp(-((u[None] - x0) ** 2 + y[:, None] ** 2) / (2 * 1.2**2))  # noqa: E731
+    base = ctf.TiltCTF(40000.0, 40000.0)
+    opt = ctf.Optics()
+    qy, qx = ctf.frequencies_2d((64, n), pix)
+    for theta, sign in ((45.0, 1.0), (-45.0, -1.0)):
+        fitted = {}
+        for x0 in (-40.0, 40.0):
+            img = realistic.expected_contrast(blob(x0), theta, pix, base, opt, 0.0, 0.0, strip=8)
+            win = np.abs(u - x0) <= 20
+            trial = np.arange(-1200.0, 1201.0, 50.0)
+            err = [np.sum((img[:, win] - np.fft.irfft2(np.fft.rfft2(blob(x0)) * ctf.transfer(qy, qx, base, opt, d),
+                                                       s=img.shape)[:, win]) ** 2) for d in trial]
+            fitted[x0] = trial[int(np.argmin(err))]
+        expected = 40 * pix * math.tan(math.radians(abs(theta)))  # 400 Å either side
+        assert sign * (fitted[40.0] - fitted[-40.0]) > 0, fitted
+        assert abs(fitted[40.0] - sign * expected) <= 100 and abs(fitted[-40.0] + sign * expected) <= 100, fitted
+
+
+def test_fourier_bin_keeps_positions_and_means(rng):
+    """Fourier binning puts coarse pixel j at the fine pixels 2j, 2j+1 (a band-limited blob stays put)."""
+    fy, fx = 64, 96
+    yy, xx = np.meshgrid(np.arange(fy), np.arange(fx), indexing="ij")
+    y0, x0 = 30.5, 41.5  # between fine pixels 30/31 and 41/42 = coarse pixel 15, 20.5
+    fine = np.exp(-((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * 3.0**2))
+    coarse = realistic.fourier_bin(fine)
+    assert coarse.shape == (32, 48)
+    assert coarse.sum() * 4 == pytest.approx(fine.sum(), rel=1e-4)
+    cy, cx = np.meshgrid(np.arange(32), np.arange(48), indexing="ij")
+    w = np.clip(coarse, 0, None)
+    assert (cy * w).sum() / w.sum() == pytest.approx((y0 - 0.5) / 2, abs=0.02)
+    assert (cx * w).sum() / w.sum() == pytest.approx((x0 - 0.5) / 2, abs=0.02)
+    assert np.allclose(realistic.bin_volume(np.ones((4, 6, 8))), 1.0)
+
+
+def test_templates_come_from_the_independent_map():
+    """Templates are made from the template map (6.5 Å, B 200), not from the truth map placed in the
+    specimen: similar (same atomic model) but not the same array."""
+    for name, pdb, _ in molecules.SPECIES:
+        truth, tmpl = molecules.load(name, "truth"), molecules.load(name, "template")
+        assert pdb == "4V6X" and truth.pixel == 5.0 and tmpl.pixel == 6.5
+        t = molecules.template(name, 10.0)
+        assert t.shape[0] % 2 == 0 and t.shape[0] == t.shape[1] == t.shape[2]
+        # the truth map on the same 10 Å grid (box centre b // 2 ↔ map centre)
+        b = t.shape[0]
+        ref = molecules._sample(truth, 10.0, (b, b, b), np.full(3, b // 2, dtype=float))
+        cc = np.corrcoef(t.ravel(), ref.ravel())[0, 1]
+        assert 0.8 < cc < 0.995, (name, cc)
+        # the molecule's centre sits on the box centre
+        g = np.meshgrid(*[np.arange(b)] * 3, indexing="ij")
+        w = np.clip(t, 0, None)
+        assert np.allclose([(gi * w).sum() / w.sum() for gi in g], b // 2, atol=1.0)
+
+
+@pytest.mark.slow
+def test_cli_simulate_realistic_writes_the_contract(tmp_path, capsys):
+    out = tmp_path / "R"
+    rc = cli_main(["simulate", str(out), "--shape", "40", "96", "96", "--seed", "5", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    names = {"ground_truth.mrc", "full.mrc", "even.mrc", "odd.mrc", "tilts.tlt", "particles.star", "template.mrc",
+             "membranes.mrc", "tilt_series.mrc", "ctf.txt", "simulation.json", "template_ribosome.mrc",
+             "template_ribosome_40s.mrc"}
+    assert {p.name for p in out.iterdir()} == names
+    meta = json.loads((out / "simulation.json").read_text())
+    assert meta["preset"] == "realistic" and meta["dose_e_per_A2"] == 120.0 and meta["oversampling"] == 2
+    assert [s["name"] for s in meta["species"]] == ["ribosome", "ribosome_40s"]
+    rows = ctf.read_ctffind(out / "ctf.txt", n_expected=41)
+    assert all(30000 <= r.mean_defocus <= 50000 for r in rows)
+    assert sorted(meta["acquisition_order"]) == list(range(41))
+    df = io.read_particles(out / "particles.star")
+    assert set(df["cryorestoreSpecies"]) <= {"ribosome", "ribosome_40s"}
+    assert all(df["rlnClassNumber"] == df["cryorestoreSpecies"].map({"ribosome": 1, "ribosome_40s": 2}))
+    assert sum(s["count"] for s in meta["species"]) == len(df)
+    assert np.array_equal(io.read_mrc(out / "template.mrc").data, io.read_mrc(out / "template_ribosome.mrc").data)
+    truth, full = io.read_mrc(out / "ground_truth.mrc").data, io.read_mrc(out / "full.mrc").data
+    assert fsc_curve(full, truth)[2:6].mean() > 0.3
+
+
+def test_cli_simulate_realistic_bad_input(tmp_path, capsys):
+    out = tmp_path / "R"
+    _assert_clean_failure(capsys, ["simulate", out, "--shape", "24", "96", "96"], out, "at least 340 Å")
+    _assert_clean_failure(capsys, ["simulate", out, "--amplitude-contrast", "1.5"], out, "amplitude contrast")

@@ -13,9 +13,10 @@ Conventions (see DESIGN.md)
   for a cube this is ``round(|k|)``. Coefficients beyond the last shell get index ``n_shells`` and
   are ignored. Shell ``k`` has frequency ``k / min(shape)`` cycles/voxel.
 * Missing wedge for tilts in [a, b] (degrees) about y: coefficient (kz, ky, kx) is measured when the
-  angle of the line through (kx, kz), ``atan2(kz, kx)`` folded into (−90°, 90°], lies in [a, b]; the
-  ky axis (kx = kz = 0) is always measured. Tilt θ samples the plane whose in-plane x direction is
-  (kx, kz) = (cos θ, sin θ): positive tilts turn +x toward +z.
+  angle of the line through (kx, kz), ``atan2(kz, kx)`` folded into (−90°, 90°], lies in [−b, −a];
+  the ky axis (kx = kz = 0) is always measured. Positive tilt turns the specimen's +x toward +z, so
+  tilt θ samples the plane whose in-plane x direction is (kx, kz) = (cos θ, −sin θ) (the geometry of
+  :mod:`cryorestore.projection`).
 * A rotated wedge is the mask of a volume rotated actively by R (matrix on (z, y, x) vectors):
   ``M_R(k) = M(Rᵀ k)``.
 * FSC(q) = Re Σ F1·conj(F2) / sqrt(Σ|F1|² Σ|F2|²) over shell q; on the rfft grid the x = 0 plane
@@ -132,7 +133,9 @@ def check_tilt_range(tilt_min: float, tilt_max: float) -> None:
 def wedge_mask_from_frequencies(
     kz: torch.Tensor, kx: torch.Tensor, tilt_min: float, tilt_max: float, eps_deg: float = 1e-6
 ) -> torch.Tensor:
-    """Missing-wedge rule on given (broadcastable) kz, kx frequency tensors → float mask (1 measured)."""
+    """Float mask (1 measured) of the lines whose angle ``atan2(kz, kx)`` (folded into (−90°, 90°]) lies
+    in [line_min, line_max] degrees, on given (broadcastable) kz, kx tensors; tilts [a, b] measure the
+    line angles [−b, −a] (see the module docstring)."""
     phi = torch.rad2deg(torch.atan2(kz, kx))
     phi = torch.where(phi > 90.0, phi - 180.0, phi)
     phi = torch.where(phi <= -90.0, phi + 180.0, phi)
@@ -156,9 +159,10 @@ def missing_wedge_mask(
     actively by ``rotations[b]``, i.e. ``M(R_bᵀ k)``, evaluated analytically (no interpolation).
     """
     check_tilt_range(tilt_min, tilt_max)
+    lo, hi = -float(tilt_max), -float(tilt_min)  # tilt θ measures the line at angle −θ
     kz, ky, kx = frequency_grid(shape, rfft=rfft, device=device, dtype=torch.float64)
     if rotations is None:
-        return wedge_mask_from_frequencies(kz, kx, tilt_min, tilt_max).expand(kz.shape[0], ky.shape[1], kx.shape[2]).contiguous()
+        return wedge_mask_from_frequencies(kz, kx, lo, hi).expand(kz.shape[0], ky.shape[1], kx.shape[2]).contiguous()
     rot = torch.as_tensor(rotations, dtype=torch.float64, device=kz.device)
     if rot.ndim == 2:
         rot = rot.unsqueeze(0)
@@ -171,7 +175,7 @@ def missing_wedge_mask(
     tiny = 1e-12
     kz_r = torch.where(kz_r.abs() < tiny, torch.zeros_like(kz_r), kz_r)
     kx_r = torch.where(kx_r.abs() < tiny, torch.zeros_like(kx_r), kx_r)
-    return wedge_mask_from_frequencies(kz_r, kx_r, tilt_min, tilt_max)
+    return wedge_mask_from_frequencies(kz_r, kx_r, lo, hi)
 
 
 def apply_fourier_mask(volume: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

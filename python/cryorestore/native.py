@@ -50,7 +50,8 @@ _LDFLAGS = ("-fopenmp",)
 _CUDA_CFLAGS = ("-O3",)
 _MARKER = "BUILD_OK"
 
-# the wedge rule's tolerances, as in fourier.wedge_mask_from_frequencies / missing_wedge_mask
+# the wedge rule's tolerances, as in fourier.wedge_mask_from_frequencies / missing_wedge_mask; the
+# kernels take the line-angle bounds [-tilt_max, -tilt_min] (tilt θ measures the line at angle -θ)
 WEDGE_EPS_DEG = 1e-6
 WEDGE_TINY = 1e-12
 
@@ -368,7 +369,7 @@ def wedge_mask(shape: Sequence[int], tilt_min: float, tilt_max: float,
     rot, batched = _rotations_tensor(rotations, dev)
     kz, ky, kx = _grid_vectors(shape, dev)
     assert kx.numel() == shape3[2]
-    out = ext.wedge_mask(kz, ky, kx, rot, float(tilt_min) - WEDGE_EPS_DEG, float(tilt_max) + WEDGE_EPS_DEG, WEDGE_TINY)
+    out = ext.wedge_mask(kz, ky, kx, rot, -float(tilt_max) - WEDGE_EPS_DEG, -float(tilt_min) + WEDGE_EPS_DEG, WEDGE_TINY)
     return out if batched else out[0]
 
 
@@ -422,7 +423,7 @@ def apply_wedge(spectra: torch.Tensor, tilt_min: float, tilt_max: float,
             mask = mask[0]
         return spectra.mul_(mask)
     kz, ky, kx = _grid_vectors((z, y, nx_), spectra.device)
-    args = (kz, ky, kx, rot, float(tilt_min) - WEDGE_EPS_DEG, float(tilt_max) + WEDGE_EPS_DEG, WEDGE_TINY)
+    args = (kz, ky, kx, rot, -float(tilt_max) - WEDGE_EPS_DEG, -float(tilt_min) + WEDGE_EPS_DEG, WEDGE_TINY)
     view = spectra if spectra.ndim == 4 else spectra.unsqueeze(0)
     if torch.is_grad_enabled() and spectra.requires_grad:
         if spectra.ndim == 3:

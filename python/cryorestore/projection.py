@@ -1,16 +1,29 @@
 """Parallel-beam forward projection and weighted back-projection (WBP) about the y axis.
 
-Geometry (DESIGN.md, :mod:`cryorestore.fourier`)
--------------------------------------------------
-* Volumes are (z, y, x); the tilt axis is y; tilt angles θ are in degrees, positive turns +x toward +z.
-* Coordinates are centred on voxel ``N // 2`` along each axis (x, z of the volume, u of the detector).
-* The projection at tilt θ integrates along the ray direction (x, z) = (−sin θ, cos θ)::
+Geometry and handedness (the convention of the whole package; see ``docs/architecture.md``)
+-------------------------------------------------------------------------------------------
+* Volumes are (z, y, x); z is the beam direction at zero tilt; the tilt axis is y; tilt angles θ
+  are in degrees.
+* Coordinates are centred on the geometric centre ``(N − 1) / 2`` of every axis (x and z of the
+  volume, u of the detector), so the tilt axis passes through the middle of the volume and of the
+  image whether N is odd or even.
+* Positive tilt turns the specimen's +x toward +z: a point (x, z) of the volume appears in the image
+  at tilt θ at ``u = x cos θ − z sin θ`` and lies at depth ``w = x sin θ + z cos θ`` along the beam.
+  The projection integrates along the ray direction (x, z) = (sin θ, cos θ)::
 
-      p_θ(u, y) = ∫ f(x = u cos θ − t sin θ, y, z = u sin θ + t cos θ) dt
+      p_θ(u, y) = ∫ f(x = u cos θ + t sin θ, y, z = −u sin θ + t cos θ) dt
 
-  with the detector coordinate u along (cos θ, sin θ). By the central-slice theorem its 1D Fourier
-  transform along u samples the line (kx, kz) = (cos θ, sin θ)·ν of the volume's spectrum, which is
-  the rule of :func:`cryorestore.fourier.missing_wedge_mask`.
+* Defocus handedness (IMOD, Dynamo and novaCTF): at positive tilt angles the right side (+u, i.e.
+  +x) of the tilt image is more underfocused than the left. In this geometry that holds when the
+  defocus of a point grows with its depth w, ``Δf(point) = Δf_tilt + w`` (Å, positive = underfocus):
+  a point on the mid-plane (z = 0) at image position u has depth ``u tan θ``. So the +z side of the
+  tomogram is the more underfocused one; :mod:`cryorestore.ctf` and :mod:`cryorestore.simulate` use
+  exactly this rule, and the tests pin it with an analytic point source and the sign of the
+  simulated defocus gradient.
+* By the central-slice theorem the 1D Fourier transform along u of ``p_θ`` samples the line
+  (kx, kz) = (cos θ, −sin θ)·ν of the volume's spectrum, i.e. the line at angle −θ; this is the
+  rule of :func:`cryorestore.fourier.missing_wedge_mask` (tilts [a, b] measure the lines whose angle
+  ``atan2(kz, kx)`` lies in [−b, −a]).
 * A tilt series (stack) is a (n_tilts, Y, U) float32 array: the detector is U wide (U = X of the
   volume by default) and Y long along the tilt axis.
 
@@ -28,7 +41,7 @@ spatial kernel h[0] = 1/4, h[odd n] = −1/(π² n²), which keeps a small posit
 is not lost), zero-padded to at least twice the width so that the circular convolution does not wrap,
 multiplies by the angular weight Δθ_i in radians (the tilt's share of the covered angle, see
 :func:`angular_weights`) and smears the result back along the rays, interpolating linearly at
-u = x cos θ + z sin θ for the whole (z, x) plane and all y at once. With tilts covering −90°…90° this
+u = x cos θ − z sin θ for the whole (z, x) plane and all y at once. With tilts covering −90°…90° this
 is the filtered back-projection ``f = ∫_0^π (p_θ * h)(u) dθ``, so a reconstruction is on the scale of
 the projected volume (density per voxel).
 """
@@ -48,6 +61,11 @@ DeviceLike = torch.device | str | None
 
 #: Largest temporary (elements) a gather step may create; larger volumes are processed in chunks.
 CHUNK_ELEMENTS = 1 << 24
+
+
+def centre(n: int) -> float:
+    """The geometric centre ``(n − 1) / 2`` of an axis of ``n`` samples (voxel index units)."""
+    return (int(n) - 1) / 2.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,16 +127,16 @@ def project(
     # rows[(z * X + x)] = vol[z, :, x]; one extra zero row stands for "outside the volume"
     rows = torch.cat([vol.permute(0, 2, 1).reshape(nz * nx, ny), vol.new_zeros(1, ny)], dim=0)
     outside = nz * nx
-    cz, cx, cu = nz // 2, nx // 2, nu // 2
+    cz, cx, cu = centre(nz), centre(nx), centre(nu)
     uc = torch.arange(nu, device=dev, dtype=torch.float64) - cu  # detector coordinate, centred
     out = vol.new_zeros(len(angles), ny, nu)
     for i, theta in enumerate(tqdm(angles, desc="projecting", unit="tilt", disable=not progress, leave=False)):
         t = math.radians(float(theta))
         c, s = math.cos(t), math.sin(t)
         if abs(c) >= abs(s):
-            # one sample per z plane: x = (u − z sin θ) / cos θ
+            # one sample per z plane: x = (u + z sin θ) / cos θ
             zc = torch.arange(nz, device=dev, dtype=torch.float64) - cz
-            xf = (uc.view(1, -1) - zc.view(-1, 1) * s) / c + cx  # (Z, U) in voxel index units
+            xf = (uc.view(1, -1) + zc.view(-1, 1) * s) / c + cx  # (Z, U) in voxel index units
             i0 = torch.floor(xf)
             f = (xf - i0).to(dt)
             i0 = i0.long()
@@ -127,20 +145,21 @@ def project(
             idx_b = torch.where((i0 + 1 >= 0) & (i0 + 1 < nx), plane + i0 + 1, outside)
             scale = 1.0 / abs(c)
         else:
-            # one sample per x column: z = (u − x cos θ) / sin θ; visit only the columns the ray
+            # one sample per x column: z = (x cos θ − u) / sin θ; visit only the columns the ray
             # crosses inside the slab (|z − cz| ≤ Z/2 + 1)
             half = (nz / 2.0 + 1.0) * abs(s / c) if abs(c) > 1e-12 else float("inf")
             if 2 * half + 1 >= nx:
-                xc = (torch.arange(nx, device=dev, dtype=torch.float64) - cx).view(-1, 1).expand(nx, nu)
+                xi = torch.arange(nx, device=dev, dtype=torch.float64).view(-1, 1).expand(nx, nu)
             else:
                 k = math.ceil(half)
-                centre = torch.round(uc / c) if abs(c) > 0 else torch.zeros_like(uc)
-                xc = centre.view(1, -1) + torch.arange(-k, k + 1, device=dev, dtype=torch.float64).view(-1, 1)
-            zf = (uc.view(1, -1) - xc * c) / s + cz  # (S, U)
+                mid = torch.round(uc / c + cx) if abs(c) > 0 else torch.full_like(uc, round(cx))
+                xi = mid.view(1, -1) + torch.arange(-k, k + 1, device=dev, dtype=torch.float64).view(-1, 1)
+            xc = xi - cx  # column positions relative to the centre (voxels)
+            zf = (xc * c - uc.view(1, -1)) / s + cz  # (S, U)
             i0 = torch.floor(zf)
             f = (zf - i0).to(dt)
             i0 = i0.long()
-            xi = (xc + cx).long()
+            xi = xi.long()
             xin = (xi >= 0) & (xi < nx)
             idx_a = torch.where(xin & (i0 >= 0) & (i0 < nz), i0 * nx + xi, outside)
             idx_b = torch.where(xin & (i0 + 1 >= 0) & (i0 + 1 < nz), (i0 + 1) * nx + xi, outside)
@@ -225,15 +244,15 @@ def backproject_filtered(
 ) -> torch.Tensor:
     """Smear already filtered and weighted projections (n, Y, U) back into a (thickness, Y, X) volume.
 
-    For every tilt the value at u = x cos θ + z sin θ (linear interpolation, 0 outside the detector)
+    For every tilt the value at u = x cos θ − z sin θ (linear interpolation, 0 outside the detector)
     is added to the whole (z, x) plane, all y rows at once.
     """
     n, ny, nu = filtered.shape
     nx = int(width) if width is not None else nu
     nz = int(thickness)
     dev, dt = filtered.device, filtered.dtype
-    zc = torch.arange(nz, device=dev, dtype=torch.float64).view(-1, 1) - nz // 2
-    xc = torch.arange(nx, device=dev, dtype=torch.float64).view(1, -1) - nx // 2
+    zc = torch.arange(nz, device=dev, dtype=torch.float64).view(-1, 1) - centre(nz)
+    xc = torch.arange(nx, device=dev, dtype=torch.float64).view(1, -1) - centre(nx)
     acc = filtered.new_zeros(nz * nx, ny)  # rows (z * X + x), y contiguous
     zero_row = filtered.new_zeros(1, ny)
     step = max(1, CHUNK_ELEMENTS // max(1, nx * ny))  # z planes per chunk: bounds the temporaries
@@ -242,7 +261,7 @@ def backproject_filtered(
         rows = torch.cat([filtered[i].T, zero_row], dim=0)  # (U + 1, Y); row U is "off the detector"
         for z0 in range(0, nz, step):
             z1 = min(nz, z0 + step)
-            uf = (xc * math.cos(t) + zc[z0:z1] * math.sin(t) + nu // 2).reshape(-1)
+            uf = (xc * math.cos(t) - zc[z0:z1] * math.sin(t) + centre(nu)).reshape(-1)
             i0 = torch.floor(uf)
             f = (uf - i0).to(dt).unsqueeze(-1)
             i0 = i0.long()

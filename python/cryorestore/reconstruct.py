@@ -1,7 +1,7 @@
 """Tomograms from a tilt series: weighted back-projection of the full series and of two half sets.
 
-Half sets (DESIGN.md: training pairs never share noise)
--------------------------------------------------------
+Half sets (training pairs never share noise; see ``docs/architecture.md``)
+--------------------------------------------------------------------------
 * T2T (tilt to tilt): ``even`` = images 0, 2, 4, … of the stack, ``odd`` = images 1, 3, 5, …,
   ``full`` = all images; each is reconstructed with its own angular weights, so all three are on the
   same density scale.
@@ -14,6 +14,11 @@ Geometry and filtering are those of :mod:`cryorestore.projection` (tilt axis y, 
 stacks (n, Y, X), tomograms (Z, Y, X) with Z = ``thickness``). The stack is reconstructed as given:
 no contrast inversion, so an intensity tilt series (dark particles) gives negative particle density;
 invert it first if positive density is wanted (the simulator's stacks are already density-like).
+
+CTF correction (optional): with per-tilt CTF estimates (:func:`cryorestore.ctf.read_ctffind`) every
+image is phase-flipped before back-projection, in strips along the tilt axis that follow the defocus
+gradient of the tilted image (handedness of :mod:`cryorestore.projection`: at positive tilt +x is
+more underfocused). For F2F the even and odd frame means of a tilt are flipped with that tilt's CTF.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from cryorestore import ctf as ctfmod
 from cryorestore.errors import InputError
 from cryorestore.projection import backproject, check_angles
 
@@ -143,22 +149,38 @@ def reconstruct_halves(
     thickness: int | None = None,
     device: DeviceLike = None,
     progress: bool = False,
+    ctfs: Sequence[ctfmod.TiltCTF] | None = None,
+    pixel_size: float | None = None,
+    optics: ctfmod.Optics | None = None,
+    strip: int = ctfmod.DEFAULT_STRIP,
 ) -> dict[str, np.ndarray]:
     """Full, even and odd (thickness, Y, X) tomograms of a user's stack (see the module docstring).
 
     T2T: ``stack`` is (n_tilts, Y, X) with one angle per image. F2F: ``stack`` is (n_tilts·F, Y, X)
     frames, tilt by tilt, with one angle per tilt. ``thickness`` defaults to
-    :func:`default_thickness` of the detector width X.
+    :func:`default_thickness` of the detector width X. ``ctfs`` (one per tilt, stack order) switches
+    on phase flipping; it needs ``pixel_size`` (Å) and uses ``optics`` (default 300 kV, 2.7 mm, 0.07)
+    and strips of ``strip`` pixels.
     """
     if split not in ("t2t", "f2f"):
         raise InputError(f"split must be 't2t' or 'f2f', got {split!r}")
     a = check_angles(angles)
+    if ctfs is not None:
+        if len(ctfs) != a.size:
+            raise InputError(f"{len(ctfs)} CTF rows for {a.size} tilts; give one row per tilt in stack order")
+        if pixel_size is None or not pixel_size > 0:
+            raise InputError("CTF correction needs the pixel size in Å (the stack's header has none)")
+    opt = optics if optics is not None else ctfmod.Optics()
+
+    def flip(s: np.ndarray) -> np.ndarray:
+        return s if ctfs is None else ctfmod.phase_flip(s, a, ctfs, float(pixel_size), opt, strip)
+
     if split == "t2t":
         s = _check_stack(stack)
         if s.shape[0] != a.size:
             raise InputError(f"the tilt series has {s.shape[0]} images but {a.size} tilt angles were given; the counts must match")
-        return reconstruct_t2t(s, a, thickness, device=device, progress=progress)
+        return reconstruct_t2t(flip(s), a, thickness, device=device, progress=progress)
     even, odd, f = split_frames(stack, a.size)
     n_even = (f + 1) // 2
     # the full series is the mean of all F frames = (n_even · even_mean + n_odd · odd_mean) / F
-    return reconstruct_f2f(even, odd, a, thickness, even_fraction=n_even / f, device=device, progress=progress)
+    return reconstruct_f2f(flip(even), flip(odd), a, thickness, even_fraction=n_even / f, device=device, progress=progress)

@@ -4,7 +4,9 @@ A run directory is what ``denoise --out-dir`` writes (``restored.mrc``, ``metric
 map's path under ``inputs``, ``model/``), optionally with ``match/``, ``average/``, ``segment/``,
 ``figures/`` sub-folders from the other commands. Every ``metrics.json`` found (the run's own and one
 level of sub-folders) becomes rows of one table (runs as columns; nested keys joined with ``.``; lists
-are left out); every PNG below the run directory is inlined as base64. When a run has ``restored.mrc``
+are left out); for each run whose metrics hold ``<figure>_<map>`` keys of two or more maps (raw, the
+``gaussian``/``wiener`` baselines, restored: see ``cryorestore evaluate --baselines``) a second table
+shows those maps side by side; every PNG below the run directory is inlined as base64. When a run has ``restored.mrc``
 but no orthoslice figure, orthoslices and Fourier slices of the raw (if its path resolves) and restored
 maps are drawn on the fly. The HTML references no external file.
 """
@@ -111,6 +113,30 @@ def collect_run(run_dir: str | Path) -> Run:
     return run
 
 
+#: maps a run may score, in table order (raw first, then the classical baselines, then the method)
+MAP_NAMES = ("raw", "gaussian", "wiener", "restored")
+#: figures shown first in the side-by-side table (others follow alphabetically)
+LEADING_FIGURES = ("psnr", "fsc05_apod", "fsc05", "wedge_corr", "ssim", "fsc_mid", "mid_amplitude", "snr_db")
+
+
+def side_by_side(metrics: dict[str, object], maps: list[str] | None = None) -> tuple[list[str], list[tuple[str, list]]]:
+    """Maps as columns, figures as rows: every numeric key ``<figure>_<map>`` present for at least two
+    of ``maps`` (default :data:`MAP_NAMES`, those that occur). Returns (column names, [(figure, values
+    with None where missing)]), :data:`LEADING_FIGURES` first."""
+    cand = list(MAP_NAMES if maps is None else maps)
+    stems: dict[str, dict[str, float]] = {}
+    for k, v in metrics.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        for m in cand:
+            if k.endswith(f"_{m}") and len(k) > len(m) + 1:
+                stems.setdefault(k[: -len(m) - 1], {})[m] = float(v)
+    stems = {s: d for s, d in stems.items() if len(d) >= 2}
+    cols = [m for m in cand if any(m in d for d in stems.values())]
+    order = [s for s in LEADING_FIGURES if s in stems] + sorted(s for s in stems if s not in LEADING_FIGURES)
+    return cols, [(s, [stems[s].get(m) for m in cols]) for s in order]
+
+
 def _fmt(v: object) -> str:
     if isinstance(v, bool) or v is None:
         return html.escape(str(v))
@@ -136,6 +162,17 @@ def build_html(runs: list[Run], title: str = "cryorestore report") -> str:
     for k in keys:
         parts.append(f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{_fmt(r.metrics.get(k, ''))}</td>" for r in runs) + "</tr>")
     parts.append("</table>")
+    for r in runs:
+        cols, rows = side_by_side(r.metrics)
+        if len(cols) < 2:
+            continue
+        parts.append(f"<h2>Maps side by side: {html.escape(r.name)}</h2><p>raw, the classical baselines "
+                     "(Gaussian low-pass, half-map Wiener filter) and the restored map, scored alike</p>"
+                     "<table><tr><th>figure</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>")
+        for stem, vals in rows:
+            parts.append(f"<tr><td>{html.escape(stem)}</td>" + "".join(f"<td>{_fmt(v) if v is not None else '–'}</td>"
+                                                                         for v in vals) + "</tr>")
+        parts.append("</table>")
     for r in runs:
         parts.append(f"<h2>Run {html.escape(r.name)}</h2><p>{html.escape(str(r.path))}</p>")
         for caption, data in r.images.items():

@@ -3,5 +3,6 @@
 Modules (one job each): :mod:`.quality` (PSNR/SSIM/FSC/wedge metrics of whole maps), :mod:`.snr`
 (Topaz-style paired-box SNR), :mod:`.angles` (uniform rotation sampling), :mod:`.matching`
 (template matching), :mod:`.pr` (precision-recall against known positions), :mod:`.averaging`
-(subtomogram averaging), :mod:`.segmentation` (membrane surfaceness).
+(subtomogram averaging), :mod:`.species` (per-species matching and averaging of one map),
+:mod:`.segmentation` (membrane surfaceness).
 """

@@ -36,6 +36,8 @@ SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5  # Gaussian window radius int(3.5·1.5 + 0.5) = 5 voxels: an 11-voxel window
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+APOD_BOX = 64  # voxels: edge of the centre crop whose apodised FSC against the truth is the headline figure
+TUKEY_ALPHA = 0.5  # tapered fraction of the crop along each axis (a quarter of the edge on each side)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,31 +194,99 @@ def band_amplitude_ratio(x: np.ndarray, truth: np.ndarray, band: tuple[float, fl
     return band_contrast(x, band, reference) / band_contrast(truth, band, reference)
 
 
+def truth_sign(x: np.ndarray, truth: np.ndarray) -> float:
+    """+1, or −1 when ``x`` correlates negatively with the truth (dense matter dark, as phase contrast
+    makes it): the sign of the affine grey-level fit's slope. FSCs against the truth are reported for
+    ``sign · x``, i.e. up to this one global sign (a per-frequency CTF sign flip is *not* undone)."""
+    return -1.0 if affine_fit(x, truth)[1] < 0 else 1.0
+
+
+def tukey_window(shape: tuple[int, ...], alpha: float = TUKEY_ALPHA) -> np.ndarray:
+    """Separable 3D Tukey (tapered cosine) window, float64; ``alpha`` = tapered fraction per axis."""
+    from scipy.signal.windows import tukey
+
+    w = np.ones(shape, dtype=np.float64)
+    for ax, n in enumerate(shape):
+        view = [1] * len(shape)
+        view[ax] = n
+        w = w * tukey(n, alpha, sym=True).reshape(view)
+    return w
+
+
+def apodised_crop(x: np.ndarray, box: int = APOD_BOX, alpha: float = TUKEY_ALPHA) -> np.ndarray:
+    """The centre ``min(box, n)`` voxels along each axis of ``x`` (start ``(n − b) // 2``), mean
+    removed and multiplied by :func:`tukey_window`, float64. Cropping a box out of a larger map cuts
+    density at its faces; without the taper those cuts add power at every frequency and the FSC of two
+    crops rises at high frequencies."""
+    xd = np.asarray(x, dtype=np.float64)
+    sl = tuple(slice((n - min(box, n)) // 2, (n - min(box, n)) // 2 + min(box, n)) for n in xd.shape)
+    c = xd[sl]
+    return (c - c.mean()) * tukey_window(c.shape, alpha)
+
+
+def apodised_fsc(x: np.ndarray, truth: np.ndarray, box: int = APOD_BOX, alpha: float = TUKEY_ALPHA) -> np.ndarray:
+    """FSC (float64, shells of the crop) of the :func:`apodised_crop` of ``truth_sign(x) · x`` and of the truth."""
+    return fsc_curve(truth_sign(x, truth) * apodised_crop(x, box, alpha), apodised_crop(truth, box, alpha))
+
+
+def truth_metrics(
+    m: np.ndarray, truth: np.ndarray, voxel_size: float, tilt_range: tuple[float, float] | None = None,
+    truth_contrast: float | None = None,
+) -> dict[str, float]:
+    """Figures of one map against the truth (keys without a map suffix; all plain floats).
+
+    ``psnr``, ``ssim`` (after the affine grey-level fit); ``sign`` (:func:`truth_sign`); ``fsc05``:
+    where FSC(sign·m, truth) over the whole map first drops below 0.5 (cycles/voxel, ``fsc05_angstrom``
+    in Å) — against a known truth the resolution criterion is 0.5, not the half-map 0.143;
+    ``fsc05_apod``: the same on the Tukey-apodised centre crops (:func:`apodised_fsc`, ``box``
+    :data:`APOD_BOX`), the headline figure; ``fsc_mean`` (shells 1…Nyquist), ``fsc_mid``
+    (:data:`MID_BAND`), ``mid_amplitude`` (:func:`band_amplitude_ratio`; pass the truth's
+    :func:`band_contrast` as ``truth_contrast`` to compute it once); with ``tilt_range`` also
+    ``wedge_corr`` (sign-corrected) and ``wedge_power_fraction``.
+    """
+    shape = tuple(np.shape(m))
+    out: dict[str, float] = {}
+    sign = truth_sign(m, truth)
+    out["psnr"], out["ssim"], out["sign"] = psnr(m, truth), ssim(m, truth), sign
+    curve = sign * fsc_curve(m, truth)
+    r05 = fourier.resolutions(curve, shape, voxel_size, thresholds=(0.5,))[0.5]
+    out["fsc05"], out["fsc05_angstrom"] = r05.frequency, r05.angstrom
+    apod = apodised_fsc(m, truth)
+    crop = tuple(min(APOD_BOX, n) for n in shape)
+    a05 = fourier.resolutions(apod, crop, voxel_size, thresholds=(0.5,))[0.5]
+    out["fsc05_apod"], out["fsc05_apod_angstrom"] = a05.frequency, a05.angstrom
+    out["fsc_mean"] = float(curve[1:].mean())
+    out["fsc_mid"] = float(curve[band_shells(shape, MID_BAND)].mean())
+    tc = band_contrast(truth) if truth_contrast is None else truth_contrast
+    out["mid_amplitude"] = band_contrast(m) / tc
+    if tilt_range is not None:
+        out["wedge_power_fraction"] = wedge_power_fraction(m, tilt_range)
+        out["wedge_corr"] = sign * wedge_correlation(m, truth, tilt_range)[0]
+    return {k: float(v) for k, v in out.items()}
+
+
 def map_metrics(
     raw: np.ndarray,
     restored: np.ndarray,
     voxel_size: float,
     truth: np.ndarray | None = None,
     tilt_range: tuple[float, float] | None = None,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Numbers describing a restoration; every value is a plain ``float`` (JSON-ready).
 
     Always (raw vs restored, no truth needed):
-      ``fsc05_raw_vs_restored``, ``fsc0143_raw_vs_restored`` (cycles/voxel, plus ``_angstrom``),
+      ``fsc05_raw_vs_restored``, ``fsc0143_raw_vs_restored`` (cycles/voxel): where the FSC of the raw and
+      the restored map drops below 0.5 / 0.143. The two maps share the raw map's noise, so this is an
+      *agreement* figure, not a resolution (no Å value is given for it);
       ``std_raw``, ``std_restored``, ``std_ratio`` (restored / raw), ``corr_raw_restored``
       (Pearson correlation of the voxels), ``voxel_size`` (Å).
-    With ``truth`` (same grid), for ``m`` in {raw, restored}:
-      ``psnr_m`` (dB) and ``ssim_m`` after the affine grey-level fit (see module doc),
-      ``fsc05_m`` / ``fsc0143_m``: where FSC(m, truth) first drops below 0.5 / 0.143, in
-      cycles/voxel (``…_angstrom`` in Å), ``fsc_mean_m``: mean FSC over shells 1…Nyquist,
-      ``fsc_mid_m``: mean FSC over the shells in :data:`MID_BAND`, and ``mid_amplitude_m``:
-      :func:`band_amplitude_ratio` (mid- to low-frequency contrast relative to the truth's; the truth's
-      :func:`band_contrast` is computed once for both maps).
-    With ``tilt_range`` (degrees about y):
-      ``wedge_power_fraction_m``: share of the non-DC spectral power inside the missing wedge;
-      and with truth also ``wedge_corr_m``: FSC against the truth over missing-wedge coefficients
-      only, averaged over shells 1…Nyquist (``wedge_freq_min``/``wedge_freq_max`` record that band
-      in cycles/voxel).
+    With ``truth`` (same grid), for ``m`` in {raw, restored} and every name of ``extra`` (further maps
+    on the same grid, e.g. the ``gaussian`` and ``wiener`` baselines): the keys of :func:`truth_metrics`
+    suffixed ``_m`` (``psnr_m``, ``fsc05_apod_m``, ``wedge_corr_m``, …; ``fsc05_m_angstrom`` keeps its
+    historical order).
+    With ``tilt_range`` (degrees about y): ``wedge_power_fraction_m``; with the truth also ``wedge_corr_m``
+    (``wedge_freq_min``/``wedge_freq_max`` record its band in cycles/voxel).
     """
     r = np.asarray(raw, dtype=np.float32)
     d = np.asarray(restored, dtype=np.float32)
@@ -226,9 +296,15 @@ def map_metrics(
         raise ValueError(f"raw {r.shape} and restored {d.shape} differ in shape")
     if truth is not None and np.shape(truth) != r.shape:
         raise ValueError(f"truth {np.shape(truth)} differs in shape from the maps {r.shape}")
+    maps = {"raw": r, "restored": d}
+    for name, v in (extra or {}).items():
+        if np.shape(v) != r.shape:
+            raise ValueError(f"{name} {np.shape(v)} differs in shape from the maps {r.shape}")
+        maps[name] = np.asarray(v, dtype=np.float32)
     shape = tuple(r.shape)
     out: dict[str, float] = {"voxel_size": float(voxel_size)}
-    out.update(_resolution_keys("fsc05", "fsc0143", "raw_vs_restored", fsc_curve(r, d), shape, voxel_size))
+    agree = fourier.resolutions(fsc_curve(r, d), shape, voxel_size)
+    out["fsc05_raw_vs_restored"], out["fsc0143_raw_vs_restored"] = agree[0.5].frequency, agree[0.143].frequency
     sr, sd = float(r.std(dtype=np.float64)), float(d.std(dtype=np.float64))
     out["std_raw"], out["std_restored"] = sr, sd
     out["std_ratio"] = sd / sr if sr > 0 else float("nan")
@@ -237,43 +313,42 @@ def map_metrics(
     out["corr_raw_restored"] = float(np.sum(rc * dc)) / den if den > 0 else 0.0
     del rc, dc
 
-    maps = {"raw": r, "restored": d}
+    if tilt_range is not None:
+        fourier.check_tilt_range(float(tilt_range[0]), float(tilt_range[1]))
     if truth is not None:
         t = np.asarray(truth, dtype=np.float32)
         truth_contrast = band_contrast(t)
         for name, m in maps.items():
-            out[f"psnr_{name}"] = psnr(m, t)
-            out[f"ssim_{name}"] = ssim(m, t)
-            curve = fsc_curve(m, t)
-            out.update(_resolution_keys("fsc05", "fsc0143", name, curve, shape, voxel_size))
-            out[f"fsc_mean_{name}"] = float(curve[1:].mean())
-            out[f"fsc_mid_{name}"] = float(curve[band_shells(shape, MID_BAND)].mean())
-            out[f"mid_amplitude_{name}"] = band_contrast(m) / truth_contrast  # = band_amplitude_ratio(m, t)
-    if tilt_range is not None:
-        fourier.check_tilt_range(float(tilt_range[0]), float(tilt_range[1]))
-        for name, m in maps.items():
-            out[f"wedge_power_fraction_{name}"] = wedge_power_fraction(m, tilt_range)
-        if truth is not None:
+            for k, v in truth_metrics(m, t, voxel_size, tilt_range, truth_contrast).items():
+                key = f"fsc05_{name}_angstrom" if k == "fsc05_angstrom" else (
+                    f"fsc05_apod_{name}_angstrom" if k == "fsc05_apod_angstrom" else f"{k}_{name}")
+                out[key] = v
+        if tilt_range is not None:
             freqs = fourier.shell_frequencies(shape)
             out["wedge_freq_min"], out["wedge_freq_max"] = float(freqs[1]), float(freqs[-1])
-            for name, m in maps.items():
-                out[f"wedge_corr_{name}"] = wedge_correlation(m, t, tilt_range)[0]
+    elif tilt_range is not None:
+        for name, m in maps.items():
+            out[f"wedge_power_fraction_{name}"] = wedge_power_fraction(m, tilt_range)
     return {k: float(v) for k, v in out.items()}
 
 
 def map_curves(
     raw: np.ndarray, restored: np.ndarray, truth: np.ndarray | None = None,
-    tilt_range: tuple[float, float] | None = None,
+    tilt_range: tuple[float, float] | None = None, extra: dict[str, np.ndarray] | None = None,
 ) -> dict[str, list[float]]:
-    """FSC curves for plots: ``frequency`` (cycles/voxel), ``raw_vs_restored``, and with the truth
-    ``raw_vs_truth``, ``restored_vs_truth`` (and ``wedge_raw``/``wedge_restored`` with a tilt range)."""
+    """FSC curves for plots: ``frequency`` (cycles/voxel), ``raw_vs_restored`` (agreement; shared noise),
+    and with the truth, for ``m`` in raw, restored and the names of ``extra``: ``m_vs_truth`` (whole map,
+    up to the global sign of :func:`truth_sign`), ``m_vs_truth_apod`` (:func:`apodised_fsc`, at
+    ``apod_frequency``) and with a tilt range ``wedge_m``."""
     shape = tuple(np.shape(raw))
     curves: dict[str, list[float]] = {"frequency": fourier.shell_frequencies(shape).tolist(),
                                       "raw_vs_restored": fsc_curve(raw, restored).tolist()}
     if truth is not None:
-        curves["raw_vs_truth"] = fsc_curve(raw, truth).tolist()
-        curves["restored_vs_truth"] = fsc_curve(restored, truth).tolist()
-        if tilt_range is not None:
-            curves["wedge_raw"] = wedge_correlation(raw, truth, tilt_range)[1].tolist()
-            curves["wedge_restored"] = wedge_correlation(restored, truth, tilt_range)[1].tolist()
+        curves["apod_frequency"] = fourier.shell_frequencies(tuple(min(APOD_BOX, n) for n in shape)).tolist()
+        for name, m in dict({"raw": raw, "restored": restored}, **(extra or {})).items():
+            sign = truth_sign(m, truth)
+            curves[f"{name}_vs_truth"] = (sign * fsc_curve(m, truth)).tolist()
+            curves[f"{name}_vs_truth_apod"] = apodised_fsc(m, truth).tolist()
+            if tilt_range is not None:
+                curves[f"wedge_{name}"] = (sign * wedge_correlation(m, truth, tilt_range)[1]).tolist()
     return curves

@@ -37,6 +37,7 @@ thickness, so ``full.mrc`` lies on the same grid (and scale) as ``ground_truth.m
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -48,10 +49,12 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
+from cryorestore import ctf as ctfmod
 from cryorestore import fourier, geometry, io
 from cryorestore.errors import InputError
 from cryorestore.projection import project
 from cryorestore.reconstruct import reconstruct_f2f, reconstruct_t2t
+from cryorestore.simulate.shapes import sphere_distance
 
 #: Contrast constant ``c`` of ``I = λ (1 − c·p)``: chosen so that at the default dose the even/odd FSC
 #: of the default dataset crosses 0.5 between 0.08 and 0.2 cycles/voxel (see benchmarks/RESULTS.md).
@@ -68,8 +71,9 @@ PARTICLE_RADIUS = 11  # voxels: the template's blobs lie within this radius of t
 BEAD_RADIUS = 2.5  # voxels
 MIN_SIZE = 24  # smallest phantom edge in voxels
 
-OUTPUT_FILES = ("ground_truth", "full", "even", "odd", "tilts", "particles", "template", "membranes")
-_SUFFIX = {"tilts": ".tlt", "particles": ".star"}
+OUTPUT_FILES = ("ground_truth", "full", "even", "odd", "tilts", "tilt_series", "ctf", "particles", "template",
+                "membranes", "simulation")
+_SUFFIX = {"tilts": ".tlt", "particles": ".star", "ctf": ".txt", "simulation": ".json"}
 
 # (dz, dy, dx) offset from the particle centre in voxels, Gaussian sigma in voxels, density
 _BLOBS = (
@@ -113,23 +117,16 @@ def make_template(box: int = TEMPLATE_BOX) -> np.ndarray:
 
 def _soft_sphere(shape: tuple[int, int, int], centre: np.ndarray, radius: float, edge: float = 0.7) -> tuple[tuple[slice, ...], np.ndarray]:
     """A solid sphere with a tanh edge, returned as (slices into the volume, values) over its bounding box."""
-    r = radius + 3.0 * edge + 1.0
-    lo = [max(0, int(math.floor(c - r))) for c in centre]
-    hi = [min(n, int(math.ceil(c + r)) + 1) for c, n in zip(centre, shape)]
-    grids = np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(lo, hi, centre)], indexing="ij")
-    d = np.sqrt(sum(g**2 for g in grids))
-    return tuple(slice(a, b) for a, b in zip(lo, hi)), 0.5 * (1.0 - np.tanh((d - radius) / edge))
+    sl, d = sphere_distance(shape, centre, radius + 3.0 * edge + 1.0)
+    return sl, 0.5 * (1.0 - np.tanh((d - radius) / edge))
 
 
 def _shell(shape: tuple[int, int, int], centre: np.ndarray, radius: float, thickness: float, edge: float = 0.7):
     """A spherical shell (soft values, binary mask) over its bounding box."""
-    r = radius + thickness / 2.0 + 3.0 * edge + 1.0
-    lo = [max(0, int(math.floor(c - r))) for c in centre]
-    hi = [min(n, int(math.ceil(c + r)) + 1) for c, n in zip(centre, shape)]
-    grids = np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(lo, hi, centre)], indexing="ij")
-    dist = np.abs(np.sqrt(sum(g**2 for g in grids)) - radius)
+    sl, d = sphere_distance(shape, centre, radius + thickness / 2.0 + 3.0 * edge + 1.0)
+    dist = np.abs(d - radius)
     soft = 0.5 * (1.0 - np.tanh((dist - thickness / 2.0) / edge))
-    return tuple(slice(a, b) for a, b in zip(lo, hi)), soft, dist <= thickness / 2.0
+    return sl, soft, dist <= thickness / 2.0
 
 
 def _smooth_background(shape: tuple[int, int, int], rng: np.random.Generator, sigma: float = 4.0, std: float = 0.05) -> np.ndarray:
@@ -280,33 +277,13 @@ def noisy_projections(projections: np.ndarray, lam: float, contrast: float, rng:
 # --------------------------------------------------------------------------------------------
 # the whole dataset
 # --------------------------------------------------------------------------------------------
-def simulate_dataset(
-    out_dir: str | Path,
-    shape: Sequence[int] = DEFAULT_SHAPE,
-    voxel_size: float = DEFAULT_VOXEL_SIZE,
-    tilt_range: Sequence[float] = DEFAULT_TILT_RANGE,
-    tilt_step: float = DEFAULT_TILT_STEP,
-    dose: float = DEFAULT_DOSE,
-    split: str = "t2t",
-    seed: int = 0,
-    frames: int = DEFAULT_FRAMES,
-    noise: str = "poisson",
-    contrast: float = DEFAULT_CONTRAST,
-    signal: bool = True,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-    timings: dict[str, float] | None = None,
-) -> dict[str, Path]:
-    """Simulate the benchmark into ``out_dir`` and return {name: path} of the files written.
+PRESETS = ("realistic", "toy")
 
-    Files: ``ground_truth.mrc`` (the phantom), ``full.mrc``, ``even.mrc``, ``odd.mrc`` (WBP tomograms,
-    same grid), ``tilts.tlt``, ``particles.star``, ``template.mrc``, ``membranes.mrc`` (0/1), every MRC
-    with ``voxel_size`` Å in its header. ``signal=False`` images an empty specimen (pure noise; the
-    truth, membranes and particle list are then empty). ``timings``, if given, receives seconds per
-    stage (phantom, projection, noise, backprojection_full/even/odd, write). All inputs are checked
-    before anything is computed or written.
-    """
+
+def _check_inputs(shape, voxel_size, tilt_range, tilt_step, dose, split, frames, noise, contrast, preset):
     shp = _check_shape(shape)
+    if preset not in PRESETS:
+        raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     if not (np.isfinite(voxel_size) and voxel_size > 0):
         raise InputError(f"voxel size must be a positive number of Å, got {voxel_size}")
     angles = tilt_angles(tilt_range, tilt_step)
@@ -320,49 +297,180 @@ def simulate_dataset(
         raise InputError(f"noise model must be 'poisson' or 'gaussian', got {noise!r}")
     if not (np.isfinite(contrast) and contrast > 0):
         raise InputError(f"contrast must be positive, got {contrast}")
+    return shp, angles
+
+
+def simulate_dataset(
+    out_dir: str | Path,
+    shape: Sequence[int] = DEFAULT_SHAPE,
+    voxel_size: float = DEFAULT_VOXEL_SIZE,
+    tilt_range: Sequence[float] = DEFAULT_TILT_RANGE,
+    tilt_step: float = DEFAULT_TILT_STEP,
+    dose: float | None = None,
+    split: str = "t2t",
+    seed: int = 0,
+    frames: int = DEFAULT_FRAMES,
+    noise: str = "poisson",
+    contrast: float = DEFAULT_CONTRAST,
+    signal: bool = True,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    timings: dict[str, float] | None = None,
+    preset: str = "toy",
+    astigmatism: float | None = None,
+    optics: "ctfmod.Optics | None" = None,
+) -> dict[str, Path]:
+    """Simulate the benchmark into ``out_dir`` and return {name: path} of the files written.
+
+    ``preset``: ``toy`` (the blob phantom, amplitude contrast ``contrast``, no CTF; the default of this
+    function so that unit tests stay fast) or ``realistic`` (:mod:`cryorestore.simulate.realistic`: real
+    molecules, CTF with the defocus gradient, exposure filter, ice path, 2× oversampled projection;
+    the default of ``cryorestore simulate``). ``dose`` (e/Å² over the series) defaults to
+    :data:`DEFAULT_DOSE` (toy) or ``realistic.DEFAULT_DOSE``.
+
+    Files: ``ground_truth.mrc`` (the phantom / potential), ``full.mrc``, ``even.mrc``, ``odd.mrc`` (WBP
+    tomograms on the same grid; realistic: from phase-flipped images), ``tilts.tlt``,
+    ``tilt_series.mrc`` (the noisy density-like stack (n, Y, X) in the order of tilts.tlt), ``ctf.txt``
+    (CTFFIND4 format, one row per tilt; toy: defocus 0, no CTF applied), ``particles.star`` (with
+    ``cryorestoreSpecies`` and ``rlnClassNumber``), ``template.mrc`` and ``template_<species>.mrc``,
+    ``membranes.mrc`` (0/1) and ``simulation.json`` (every parameter); every MRC with ``voxel_size`` Å
+    in its header. ``signal=False`` images an empty specimen (pure noise; the truth, membranes and
+    particle list are then empty). ``timings``, if given, receives seconds per stage. All inputs are
+    checked before anything is computed or written.
+    """
+    from cryorestore.simulate import realistic
+
+    if dose is None:
+        dose = realistic.DEFAULT_DOSE if preset == "realistic" else DEFAULT_DOSE
+    shp, angles = _check_inputs(shape, voxel_size, tilt_range, tilt_step, dose, split, frames, noise, contrast, preset)
+    if preset == "realistic" and min(shp) * voxel_size < 2 * 160.0 + 2 * voxel_size:
+        raise InputError(f"the realistic preset needs every edge of at least {int(2 * 160 + 2 * voxel_size)} Å "
+                         f"(a ribosome is 320 Å across); shape {shp} at {voxel_size:g} Å is smaller")
+    opt = optics if optics is not None else ctfmod.Optics()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"output folder {out} exists and is not a folder")
     clock = timings if timings is not None else {}
+    rng = np.random.default_rng(seed)
+    n = len(angles)
+    n_even = (int(frames) + 1) // 2
+    f_even = n_even / int(frames)
+    vs = float(voxel_size)
+    params: dict = {"preset": preset, "seed": int(seed), "shape_zyx": list(shp), "voxel_size_A": vs,
+                    "tilt_angles_deg": [float(a) for a in angles], "dose_e_per_A2": float(dose), "split": split,
+                    "noise": noise, "signal": bool(signal)}
+    if split == "f2f":
+        params.update(frames=int(frames), even_dose_fraction=f_even)
 
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    phantom = make_phantom(shp, voxel_size, rng)
-    if not signal:
-        phantom = Phantom(np.zeros(shp, np.float32), phantom.template, io.particles_frame(np.zeros((0, 3))),
-                          np.zeros(shp, bool), float(voxel_size))
-    t1 = time.perf_counter()
-    clock["phantom"] = t1 - t0
-    if signal:
-        proj = project(torch.from_numpy(phantom.volume), angles, device=device, progress=progress).cpu().numpy()
-    else:
-        proj = np.zeros((len(angles), shp[1], shp[2]), np.float32)
-    t2 = time.perf_counter()
-    clock["projection"] = t2 - t1
-    lam = electrons_per_pixel(dose, len(angles), voxel_size)
-    if split == "t2t":
-        measured = noisy_projections(proj, lam, contrast, rng, noise)
+    if preset == "toy":
+        phantom = make_phantom(shp, vs, rng)
+        if not signal:
+            phantom = Phantom(np.zeros(shp, np.float32), phantom.template, io.particles_frame(np.zeros((0, 3))),
+                              np.zeros(shp, bool), vs)
+        truth, particles, membranes = phantom.volume, phantom.particles, phantom.membranes
+        particles["cryorestoreSpecies"] = "blob"
+        particles["rlnClassNumber"] = 1
+        templates = {"blob": phantom.template}
+        clock["phantom"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        proj = (project(torch.from_numpy(truth), angles, device=device, progress=progress).cpu().numpy()
+                if signal else np.zeros((n, shp[1], shp[2]), np.float32))
+        clock["projection"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        lam = electrons_per_pixel(dose, n, vs)
+        ctfs = [ctfmod.TiltCTF(0.0, 0.0)] * n
+        if split == "t2t":
+            stack = noisy_projections(proj, lam, contrast, rng, noise)
+            halves = None
+        else:
+            halves = (noisy_projections(proj, lam * f_even, contrast, rng, noise),
+                      noisy_projections(proj, lam * (1.0 - f_even), contrast, rng, noise))
+            stack = (f_even * halves[0] + (1.0 - f_even) * halves[1]).astype(np.float32)
         clock["noise"] = time.perf_counter() - t2
-        tomos = reconstruct_t2t(measured, angles, shp[0], device=device, progress=progress, timings=clock)
+        params.update(contrast=float(contrast), image_formation="amplitude contrast, no CTF (toy)",
+                      species=[{"name": "blob", "pdb": None, "count": int(len(particles))}])
+        flip = None
     else:
-        n_even = (int(frames) + 1) // 2
-        f_even = n_even / int(frames)
-        lam_e, lam_o = lam * f_even, lam * (1.0 - f_even)
-        even = noisy_projections(proj, lam_e, contrast, rng, noise)
-        odd = noisy_projections(proj, lam_o, contrast, rng, noise)
+        spec = realistic.make_specimen(shp, vs, rng, progress=progress)
+        clock["phantom"] = time.perf_counter() - t0
+        if not signal:
+            spec.fine[...] = 0.0
+            spec.truth[...] = 0.0
+            spec.membranes[...] = False
+            spec.particles = spec.particles.iloc[0:0]
+            spec.counts = {k: 0 for k in spec.counts}
+        truth, particles, membranes = spec.truth, spec.particles, spec.membranes
+        templates = {name: realistic.molecules.template(name, vs) for name, _, _ in realistic.molecules.SPECIES}
+        order = realistic.dose_symmetric_order(angles)
+        astig = realistic.DEFAULT_ASTIGMATISM_A if astigmatism is None else float(astigmatism)
+        ctfs = realistic.draw_ctfs(n, rng, astig)
+        acq = realistic.acquire(spec, angles, ctfs, order, float(dose), opt, device=device, progress=progress, timings=clock)
+        del spec.fine
+        t2 = time.perf_counter()
+        if split == "t2t":
+            stack = realistic.record(acq, 1.0, vs, rng, noise)
+            halves = None
+        else:
+            halves = (realistic.record(acq, f_even, vs, rng, noise), realistic.record(acq, 1.0 - f_even, vs, rng, noise))
+            stack = (f_even * halves[0] + (1.0 - f_even) * halves[1]).astype(np.float32)
         clock["noise"] = time.perf_counter() - t2
-        tomos = reconstruct_f2f(even, odd, angles, shp[0], even_fraction=f_even, device=device,
-                                progress=progress, timings=clock)
+
+        def flip(s: np.ndarray) -> np.ndarray:
+            return ctfmod.phase_flip(s, angles, ctfs, vs, opt)
+
+        params.update(
+            image_formation="weak-phase object, CTF with defocus gradient (strips along the tilt axis), "
+                            "exposure filter (Grant & Grigorieff 2015), ice path 1/cos(theta), Poisson counts",
+            oversampling=realistic.OVERSAMPLING, binning="Fourier cropping",
+            voltage_kV=opt.voltage, cs_mm=opt.cs, amplitude_contrast=opt.amplitude_contrast,
+            astigmatism_A=astig, defocus_A=[[c.defocus1, c.defocus2, c.azimuth] for c in ctfs],
+            acquisition_order=[int(i) for i in order], dose_symmetric_group=realistic.DOSE_GROUP,
+            electrons_per_pixel=[float(x) for x in acq.electrons], interaction_constant=acq.sigma,
+            ice={"potential_V": realistic.ICE_POTENTIAL, "thickness_A": shp[0] * vs,
+                 "inelastic_mean_free_path_A": realistic.INELASTIC_MFP_A, "texture_std_V": realistic.ICE_TEXTURE_STD},
+            species=[{"name": name, "pdb": pdb, "description": what, "count": spec.counts.get(name, 0),
+                      "truth_map": f"{name}_truth.mrc.gz", "template_map": f"{name}_template.mrc.gz"}
+                     for name, pdb, what in realistic.molecules.SPECIES],
+            tomograms="WBP of phase-flipped images (true CTF)",
+        )
 
     t3 = time.perf_counter()
+    if split == "t2t":
+        rec_in = flip(stack) if flip else stack
+        tomos = reconstruct_t2t(rec_in, angles, shp[0], device=device, progress=progress, timings=clock)
+    else:
+        e, o = (flip(h) for h in halves) if flip else halves
+        tomos = reconstruct_f2f(e, o, angles, shp[0], even_fraction=f_even, device=device, progress=progress, timings=clock)
+    clock["reconstruction"] = time.perf_counter() - t3
+
+    t4 = time.perf_counter()
     paths = {name: out / f"{name}{_SUFFIX.get(name, '.mrc')}" for name in OUTPUT_FILES}
-    vs = float(voxel_size)
-    io.write_mrc(paths["ground_truth"], phantom.volume, vs)
+    io.write_mrc(paths["ground_truth"], truth, vs)
     for name in ("full", "even", "odd"):
         io.write_mrc(paths[name], tomos[name], vs)
     io.write_tlt(paths["tilts"], angles)
-    io.write_particles(paths["particles"], phantom.particles)
-    io.write_mrc(paths["template"], phantom.template, vs)
-    io.write_mrc(paths["membranes"], phantom.membranes.astype(np.float32), vs)
-    clock["write"] = time.perf_counter() - t3
+    write_stack(paths["tilt_series"], stack, vs)
+    ctfmod.write_ctffind(paths["ctf"], ctfs, vs, opt)
+    io.write_particles(paths["particles"], particles)
+    first = next(iter(templates))
+    io.write_mrc(paths["template"], templates[first], vs)
+    for name, t in templates.items():
+        paths[f"template_{name}"] = io.write_mrc(out / f"template_{name}.mrc", t, vs)
+    io.write_mrc(paths["membranes"], membranes.astype(np.float32), vs)
+    params["templates"] = {name: {"box": int(t.shape[0]), "file": f"template_{name}.mrc"} for name, t in templates.items()}
+    io.write_text(paths["simulation"], json.dumps(params, indent=1) + "\n")
+    clock["write"] = time.perf_counter() - t4
     return paths
+
+
+def write_stack(path: str | Path, stack: np.ndarray, voxel_size: float) -> Path:
+    """Write a (n, Y, X) tilt stack as an MRC image stack (atomically) with the pixel size in Å."""
+    import mrcfile
+
+    with io.atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as m:
+            m.set_data(np.ascontiguousarray(stack, dtype=np.float32))
+            m.set_image_stack()
+            m.voxel_size = float(voxel_size)
+    return Path(path)
