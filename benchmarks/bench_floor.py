@@ -3,7 +3,7 @@
 Every map gets :func:`bench_restoration.score_map`'s figures (PSNR after the affine grey-level fit,
 apodised centre-crop FSC=0.5 against the truth, template-matching PR-AUC and STA per species, all up to
 one global sign) plus ``fsc_band_apod``: the mean of the apodised FSC against the truth over the shells
-in :data:`BAND` cycles/voxel. Scores are cached per map in ``OUT/<name>.json`` (``--force`` recomputes).
+in ``cmd_denoise.FSC_BAND`` (0.03-0.25) cycles/voxel. Scores are cached per map in ``OUT/<name>.json`` (``--force`` recomputes).
 
     python benchmarks/bench_floor.py --data bench/s0 --out-dir bench/floor \\
         --map quick=bench/quick/restored.mrc --map quick_tta=bench/quick_tta/restored.mrc
@@ -16,24 +16,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_restoration  # noqa: E402
 
-BAND = (0.03, 0.25)  # cycles/voxel
+from cryorestore.cli.cmd_denoise import FSC_BAND, band_fsc  # noqa: E402
+
 COLUMNS = (("PSNR (dB)", "psnr", ".2f"), ("FSC=0.5 apod.", "fsc05_apod", ".3f"),
-           (f"mean apod. FSC {BAND[0]}-{BAND[1]}", "fsc_band_apod", ".3f"))
-
-
-def band_fsc(vol: np.ndarray, truth: np.ndarray) -> float:
-    """Mean apodised FSC (up to the global sign) against ``truth`` over the shells in :data:`BAND`."""
-    from cryorestore.evaluate import quality
-
-    curve = quality.apodised_fsc(vol, truth)
-    crop = tuple(min(quality.APOD_BOX, n) for n in np.shape(vol))
-    return float(curve[quality.band_shells(crop, BAND)].mean())
+           (f"mean apod. FSC {FSC_BAND[0]}-{FSC_BAND[1]}", "fsc_band_apod", ".3f"))
 
 
 def main(argv: list[str] | None = None) -> int:

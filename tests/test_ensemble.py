@@ -163,3 +163,66 @@ def test_combination_refuses_mismatched_shapes():
     s, e, o = _halves(shape=(16, 16, 16))
     with pytest.raises(InputError):
         ensemble.calibrated_combination(s, s[:-1], e, o)
+
+
+# --------------------------------------------------------------------------------------------
+# the hooks in prediction and the presets
+# --------------------------------------------------------------------------------------------
+class _Identity(torch.nn.Module):
+    def forward(self, x):
+        return x.clone()
+
+
+class _ZRamp(torch.nn.Module):
+    """Not equivariant: adds a ramp along the tile's z axis, so every transform gives another output."""
+
+    def forward(self, x):
+        return x + torch.linspace(0.0, 1.0, x.shape[-3]).view(-1, 1, 1)
+
+
+def _loaded(net):
+    from cryorestore.data import Normalization
+    from cryorestore.modeldir import LoadedModel
+
+    cfg = {"method": "n2n", "loss": "l2", "tilt_range": [-60, 60], "subtomo_size": 16}
+    return LoadedModel(net, cfg, Normalization(1.0, 2.0), "test")
+
+
+def test_predict_volume_with_tta():
+    """Identity network: every TTA mode returns the input. A ramp along the tile's z: the 4 rotations
+    spread it over z and x, so TTA changes the output; 'none' is the network alone."""
+    from cryorestore.predict import predict_volume
+
+    v = np.random.default_rng(5).normal(1.0, 2.0, size=(20, 24, 22)).astype(np.float32)
+    for mode in ensemble.TTA_MODES:
+        out = predict_volume(_loaded(_Identity()), v, tile=16, overlap=4, progress=False, tta=mode)
+        np.testing.assert_allclose(out, v, atol=1e-4)
+    plain = predict_volume(_loaded(_ZRamp()), v, tile=16, overlap=4, progress=False, tta="none")
+    rot = predict_volume(_loaded(_ZRamp()), v, tile=16, overlap=4, progress=False, tta="rot")
+    assert np.abs(plain - rot).max() > 0.1
+    with pytest.raises(InputError):
+        predict_volume(_loaded(_Identity()), v, tile=16, overlap=4, progress=False, tta="spin")
+
+
+def test_restore_calibrated_equals_the_combination_of_the_network_outputs():
+    from cryorestore.predict import predict_volume, restore
+
+    s, e, o = _halves(shape=(16, 20, 18), noise=1.0)
+    e, o = e.astype(np.float32), o.astype(np.float32)
+    lm = _loaded(_ZRamp())
+    kw = dict(tile=16, overlap=4, progress=False)
+    out = restore(lm, e, o, combine="calibrated", **kw)
+    fe, fo = predict_volume(lm, e, **kw), predict_volume(lm, o, **kw)
+    np.testing.assert_allclose(out, ensemble.calibrated_combination(fe, fo, e, o, (-60.0, 60.0)).volume, atol=1e-5)
+    with pytest.raises(InputError):
+        restore(lm, e, o, combine="median", **kw)
+
+
+def test_every_preset_names_valid_prediction_options():
+    from cryorestore import presets
+
+    for name in presets.PRESET_NAMES:
+        v = presets.inference_values(name)
+        assert v["tta"] in ensemble.TTA_MODES and v["combine"] in ensemble.COMBINE_MODES
+    with pytest.raises(InputError):
+        presets.inference_values("turbo")

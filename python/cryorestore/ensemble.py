@@ -51,6 +51,7 @@ from cryorestore.errors import InputError
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 TTA_MODES = ("none", "rot", "rot+flip")
+COMBINE_MODES = ("mean", "calibrated")
 
 
 @dataclass(frozen=True)

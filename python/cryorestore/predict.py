@@ -29,8 +29,10 @@ def default_tile(loaded: LoadedModel) -> int:
 
 def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = None, overlap: int | None = None,
                    batch_size: int = 4, device: torch.device | str = "cpu", amp: bool = True,
-                   progress: bool = True) -> np.ndarray:
-    """Network output for one (z, y, x) volume, in the volume's grey scale (float32)."""
+                   progress: bool = True, tta: str = "none") -> np.ndarray:
+    """Network output for one (z, y, x) volume, in the volume's grey scale (float32); ``tta``: a
+    :data:`cryorestore.ensemble.TTA_MODES` test-time augmentation of every tile."""
+    from cryorestore.ensemble import with_tta
     from cryorestore.tiling import tiled_apply
 
     tile = default_tile(loaded) if tile is None else int(tile)
@@ -51,15 +53,23 @@ def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = N
         with torch.no_grad(), ctx:
             return model(batch).float()
 
-    out = tiled_apply(x, fn, tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
+    out = tiled_apply(x, with_tta(fn, tta), tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
     return norm.invert(out.detach().cpu().numpy())
 
 
-def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None, **kwargs) -> np.ndarray:
-    """The restored map: the mean of the network's outputs over the method's prediction inputs."""
+def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None, combine: str = "mean",
+            **kwargs) -> np.ndarray:
+    """The restored map: the mean of the network's outputs over the method's prediction inputs, or with
+    ``combine="calibrated"`` and both halves :func:`cryorestore.ensemble.calibrated_combination`."""
+    from cryorestore import ensemble
     from cryorestore.methods import method_class
 
+    if combine not in ensemble.COMBINE_MODES:
+        raise InputError(f"unknown combination '{combine}'; choose one of {', '.join(ensemble.COMBINE_MODES)}")
     inputs = method_class(loaded.config["method"]).prediction_inputs(even, odd)
+    if combine == "calibrated" and odd is not None and len(inputs) == 2:
+        outs = [predict_volume(loaded, v, **kwargs) for v in inputs]
+        return ensemble.calibrated_combination(*outs, even, odd, tuple(loaded.config["tilt_range"])).volume
     acc = np.zeros(np.shape(even), dtype=np.float64)
     for v in inputs:
         acc += predict_volume(loaded, v, **kwargs)
