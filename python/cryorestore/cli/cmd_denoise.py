@@ -26,6 +26,7 @@ ROWS = (
     ("PSNR vs truth (dB, affine fit)", "psnr", "{:.2f}"),
     ("SSIM vs truth", "ssim", "{:.3f}"),
     ("FSC=0.5 vs truth (cycles/voxel)", "fsc05", "{:.4f}"),
+    ("FSC=0.5 apod. vs truth (cycles/voxel)", "fsc05_apod", "{:.4f}"),
     ("FSC=0.143 vs truth (cycles/voxel)", "fsc0143", "{:.4f}"),
     ("mean FSC vs truth", "fsc_mean", "{:.3f}"),
     ("mean apod. FSC 0.03-0.25 vs truth", "fsc_band_apod", "{:.3f}"),
