@@ -254,3 +254,22 @@ def test_denoise_band_fsc_matches_a_numpy_reference_up_to_sign():
            / np.sqrt(np.sum(np.abs(fa[shell == s]) ** 2) * np.sum(np.abs(fb[shell == s]) ** 2)) for s in range(2, 17)]
     assert band_fsc(x, t) == pytest.approx(float(np.mean(fsc)), abs=1e-6)
     assert band_fsc(-x, t) == pytest.approx(band_fsc(x, t), abs=1e-9)
+
+
+def test_combine_outputs_modes():
+    """mean: the plain mean; mean+lowpass: scipy's Gaussian of the mean with the width whose transfer
+    exp(-2π²σ²f²) is 1/2 at the half maps' FSC=0.143 frequency; one map: the mean whatever the mode."""
+    from cryorestore import baseline
+
+    s, e, o = _halves(shape=(24, 28, 26), noise=1.0)
+    fa, fb = ndimage.gaussian_filter(e, 0.7), ndimage.gaussian_filter(o, 0.7)
+    tr = (-60.0, 60.0)
+    np.testing.assert_allclose(ensemble.combine_outputs([fa, fb], e, o, "mean", tr), (fa + fb) / 2, atol=1e-6)
+    f0 = fourier.resolutions(baseline.half_map_fsc(e, o), e.shape, thresholds=(0.143,))[0.143].frequency
+    sigma = np.sqrt(np.log(2) / 2) / (np.pi * f0)
+    expected = ndimage.gaussian_filter((fa + fb) / 2, sigma, mode="reflect")
+    np.testing.assert_allclose(ensemble.combine_outputs([fa, fb], e, o, "mean+lowpass", tr), expected, atol=1e-5)
+    for mode in ensemble.COMBINE_MODES:
+        np.testing.assert_allclose(ensemble.combine_outputs([fa], e, None, mode, tr), fa, atol=1e-6)
+    with pytest.raises(InputError):
+        ensemble.combine_outputs([fa, fb], e, o, "median", tr)

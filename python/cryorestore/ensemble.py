@@ -51,7 +51,7 @@ from cryorestore.errors import InputError
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 TTA_MODES = ("none", "rot", "rot+flip")
-COMBINE_MODES = ("mean", "calibrated")
+COMBINE_MODES = ("mean", "mean+lowpass", "calibrated")
 
 
 @dataclass(frozen=True)
@@ -170,3 +170,32 @@ def calibrated_combination(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarr
 def mean_of(outputs: Sequence[np.ndarray]) -> np.ndarray:
     """Plain mean of the network outputs (float32): cryoCARE's combination."""
     return (np.sum([np.asarray(o, dtype=np.float64) for o in outputs], axis=0) / len(outputs)).astype(np.float32)
+
+
+def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray) -> np.ndarray:
+    """``volume`` low-passed by the Gaussian whose transfer is 1/2 at the half maps' FSC=0.143 frequency
+    (:func:`cryorestore.baseline.gaussian_baseline`'s rule without a truth; float32). A denoiser trained
+    on half maps estimates the signal *as they record it* (CTF, reconstruction filter and all), which
+    keeps more of the frequencies the halves barely agree on than the specimen's density does; this
+    damps them by a width the data give, never a truth."""
+    from cryorestore import baseline
+
+    return baseline.gaussian_baseline(even, odd, full=volume).volume
+
+
+def check_combine(mode: str) -> None:
+    """An input error unless ``mode`` is one of :data:`COMBINE_MODES`."""
+    if mode not in COMBINE_MODES:
+        raise InputError(f"unknown combination '{mode}'; choose one of {', '.join(COMBINE_MODES)}")
+
+
+def combine_outputs(outputs: Sequence[np.ndarray], even: np.ndarray, odd: np.ndarray | None, mode: str,
+                    tilt_range: tuple[float, float]) -> np.ndarray:
+    """The restored map from the network outputs of the method's prediction inputs (f(even), f(odd) or
+    f(v)) by :data:`COMBINE_MODES` ``mode``; without ``odd`` (one map) every mode is the plain mean."""
+    check_combine(mode)
+    if odd is None or len(outputs) != 2 or mode == "mean":
+        return mean_of(outputs)
+    if mode == "calibrated":
+        return calibrated_combination(outputs[0], outputs[1], even, odd, tilt_range).volume
+    return half_fsc_lowpass(mean_of(outputs), even, odd)

@@ -59,21 +59,15 @@ def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = N
 
 def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None, combine: str = "mean",
             **kwargs) -> np.ndarray:
-    """The restored map: the mean of the network's outputs over the method's prediction inputs, or with
-    ``combine="calibrated"`` and both halves :func:`cryorestore.ensemble.calibrated_combination`."""
+    """The restored map from the network's outputs over the method's prediction inputs, combined by
+    :func:`cryorestore.ensemble.combine_outputs` (``mean``: cryoCARE's mean of f(even) and f(odd))."""
     from cryorestore import ensemble
     from cryorestore.methods import method_class
 
-    if combine not in ensemble.COMBINE_MODES:
-        raise InputError(f"unknown combination '{combine}'; choose one of {', '.join(ensemble.COMBINE_MODES)}")
+    ensemble.check_combine(combine)
     inputs = method_class(loaded.config["method"]).prediction_inputs(even, odd)
-    if combine == "calibrated" and odd is not None and len(inputs) == 2:
-        outs = [predict_volume(loaded, v, **kwargs) for v in inputs]
-        return ensemble.calibrated_combination(*outs, even, odd, tuple(loaded.config["tilt_range"])).volume
-    acc = np.zeros(np.shape(even), dtype=np.float64)
-    for v in inputs:
-        acc += predict_volume(loaded, v, **kwargs)
-    return (acc / len(inputs)).astype(np.float32)
+    outs = [predict_volume(loaded, v, **kwargs) for v in inputs]
+    return ensemble.combine_outputs(outs, even, odd, combine, tuple(loaded.config["tilt_range"]))
 
 
 def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | None, out: str | Path,

@@ -13,8 +13,11 @@
 Both stop early when the validation loss has not improved for ``patience`` epochs. :data:`INFERENCE`
 holds what ``denoise`` does with the trained network by default (test-time augmentation and the
 combination of f(even) and f(odd), see :mod:`cryorestore.ensemble`): both presets average the four
-quarter turns about y that training augments with (4 network passes per tile) and combine the outputs
-with the half-map-calibrated shell weights; ``--tta`` and ``--combine`` override it. Every value is
+quarter turns about y that training augments with (4 network passes per tile), take the mean of
+f(even) and f(odd) and low-pass it at the half maps' FSC=0.143 frequency
+(:func:`cryorestore.ensemble.half_fsc_lowpass`; the calibrated combination fits the signal as the half
+maps record it, CTF and reconstruction filter included, and scored below the plain mean against the
+simulator's truth: ``benchmarks/RESULTS.md``); ``--tta`` and ``--combine`` override it. Every value is
 a :class:`cryorestore.train.TrainConfig` field; a value may depend on the method (a dict keyed by
 method name) and ``model_options`` on the network (keyed by model name). Options given explicitly
 on the command line override the preset's.
@@ -60,8 +63,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 INFERENCE: dict[str, dict[str, str]] = {
-    "quick": {"tta": "rot", "combine": "calibrated"},
-    "standard": {"tta": "rot", "combine": "calibrated"},
+    "quick": {"tta": "rot", "combine": "mean+lowpass"},
+    "standard": {"tta": "rot", "combine": "mean+lowpass"},
 }
 
 
