@@ -258,14 +258,15 @@ def test_denoise_band_fsc_matches_a_numpy_reference_up_to_sign():
 
 def test_combine_outputs_modes():
     """mean: the plain mean; mean+lowpass: scipy's Gaussian of the mean with the width whose transfer
-    exp(-2π²σ²f²) is 1/2 at the half maps' FSC=0.143 frequency; one map: the mean whatever the mode."""
+    exp(-2π²σ²f²) is 1/2 at the half maps' FSC=LOWPASS_FSC frequency; one map: the mean whatever the mode."""
     from cryorestore import baseline
 
     s, e, o = _halves(shape=(24, 28, 26), noise=1.0)
     fa, fb = ndimage.gaussian_filter(e, 0.7), ndimage.gaussian_filter(o, 0.7)
     tr = (-60.0, 60.0)
     np.testing.assert_allclose(ensemble.combine_outputs([fa, fb], e, o, "mean", tr), (fa + fb) / 2, atol=1e-6)
-    f0 = fourier.resolutions(baseline.half_map_fsc(e, o), e.shape, thresholds=(0.143,))[0.143].frequency
+    th = ensemble.LOWPASS_FSC
+    f0 = fourier.resolutions(baseline.half_map_fsc(e, o), e.shape, thresholds=(th,))[th].frequency
     sigma = np.sqrt(np.log(2) / 2) / (np.pi * f0)
     expected = ndimage.gaussian_filter((fa + fb) / 2, sigma, mode="reflect")
     np.testing.assert_allclose(ensemble.combine_outputs([fa, fb], e, o, "mean+lowpass", tr), expected, atol=1e-5)

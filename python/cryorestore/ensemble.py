@@ -172,15 +172,22 @@ def mean_of(outputs: Sequence[np.ndarray]) -> np.ndarray:
     return (np.sum([np.asarray(o, dtype=np.float64) for o in outputs], axis=0) / len(outputs)).astype(np.float32)
 
 
-def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray) -> np.ndarray:
-    """``volume`` low-passed by the Gaussian whose transfer is 1/2 at the half maps' FSC=0.143 frequency
-    (:func:`cryorestore.baseline.gaussian_baseline`'s rule without a truth; float32). A denoiser trained
-    on half maps estimates the signal *as they record it* (CTF, reconstruction filter and all), which
-    keeps more of the frequencies the halves barely agree on than the specimen's density does; this
-    damps them by a width the data give, never a truth."""
+#: half-map FSC at whose frequency :func:`half_fsc_lowpass`'s Gaussian transfer is 1/2
+LOWPASS_FSC = 0.5
+
+
+def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray, threshold: float = LOWPASS_FSC) -> np.ndarray:
+    """``volume`` low-passed (float32) by the Gaussian whose transfer ``exp(−2π²σ²f²)`` is 1/2 at the
+    frequency where the half maps' FSC first drops below ``threshold`` (no truth involved).
+
+    A denoiser trained on half maps estimates the signal *as they record it* (CTF, reconstruction filter
+    and all), and keeps more of the frequencies the halves only partly agree on than a map scored
+    against the specimen's density can afford. ``threshold`` 0.5 (not the baseline's 0.143) was chosen
+    on one simulated seed (``benchmarks/RESULTS.md``): at 0.143 the low-pass was too weak to matter."""
     from cryorestore import baseline
 
-    return baseline.gaussian_baseline(even, odd, full=volume).volume
+    f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), np.shape(even), thresholds=(threshold,))[threshold]
+    return baseline.gaussian_lowpass(volume, baseline.sigma_for_frequency(f0.frequency)).astype(np.float32)
 
 
 def check_combine(mode: str) -> None:

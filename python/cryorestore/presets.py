@@ -14,7 +14,7 @@ Both stop early when the validation loss has not improved for ``patience`` epoch
 holds what ``denoise`` does with the trained network by default (test-time augmentation and the
 combination of f(even) and f(odd), see :mod:`cryorestore.ensemble`): both presets average the four
 quarter turns about y that training augments with (4 network passes per tile), take the mean of
-f(even) and f(odd) and low-pass it at the half maps' FSC=0.143 frequency
+f(even) and f(odd) and low-pass it at the half maps' FSC=0.5 frequency
 (:func:`cryorestore.ensemble.half_fsc_lowpass`; the calibrated combination fits the signal as the half
 maps record it, CTF and reconstruction filter included, and scored below the plain mean against the
 simulator's truth: ``benchmarks/RESULTS.md``); ``--tta`` and ``--combine`` override it. Every value is

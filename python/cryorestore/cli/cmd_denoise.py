@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test-time augmentation of every tile: none, rot (4 quarter turns about y) or rot+flip "
                         "(also mirrored along y) (default: the preset's)")
     p.add_argument("--combine", choices=COMBINE_MODES, default=None,
-                   help="mean of f(even) and f(odd); mean+lowpass: that mean low-passed at the half maps' FSC=0.143 "
+                   help="mean of f(even) and f(odd); mean+lowpass: that mean low-passed at the half maps' FSC=0.5 "
                         "frequency; calibrated: per-shell weights of the mean and the raw map fitted against the "
                         "other half map (default: the preset's)")
 
