@@ -16,6 +16,11 @@ tilt axis y):
 transform is exactly invertible on a cubic tile (no interpolation), so the TTA of a model that commutes
 with them (e.g. the identity) returns its input exactly.
 
+Combinations of f(even) and f(odd) (:data:`COMBINE_MODES`, :func:`combine_outputs`)
+------------------------------------------------------------------------------------
+``mean``: cryoCARE's ``(f(even) + f(odd)) / 2``; ``mean+lowpass``: that mean through
+:func:`half_fsc_lowpass`; ``calibrated``: the per-shell combination below.
+
 Half-map-calibrated combination
 -------------------------------
 With half maps ``e``, ``o`` (independent noise, same signal ``s``) and a denoiser ``f``, cryoCARE's
