@@ -55,12 +55,14 @@ def network_fn(model: torch.nn.Module, device: torch.device, amp: bool = True) -
 
 def predict_mean(loaded: LoadedModel, volumes: Sequence[np.ndarray], tile: int | None = None,
                  overlap: int | None = None, batch_size: int = 4, device: torch.device | str = "cpu",
-                 amp: bool = True, progress: bool = True) -> np.ndarray:
+                 amp: bool = True, progress: bool = True, tta: str = "none") -> np.ndarray:
     """Mean of the network's outputs over ``volumes`` (same (z, y, x) shape), in their grey scale (float32).
 
     ``volumes`` may be numpy arrays or memory maps of any real dtype; each tile is read, cast to
-    float32 and normalised with the model's statistics when its batch is due.
+    float32 and normalised with the model's statistics when its batch is due. ``tta``: a
+    :data:`cryorestore.ensemble.TTA_MODES` test-time augmentation of every tile.
     """
+    from cryorestore.ensemble import with_tta
     from cryorestore.tiling import TileGrid, accumulate_tiles
 
     tile = default_tile(loaded) if tile is None else int(tile)
@@ -80,7 +82,7 @@ def predict_mean(loaded: LoadedModel, volumes: Sequence[np.ndarray], tile: int |
     grid = TileGrid(shape, tile, overlap)
     out = np.zeros(shape, dtype=np.float32)
     acc = torch.from_numpy(out)  # shares memory: the accumulator is the result
-    fn = network_fn(model, dev, amp)
+    fn = with_tta(network_fn(model, dev, amp), tta)
     for i, v in enumerate(volumes):
         desc = "tiles" if len(volumes) == 1 else f"tiles {i + 1}/{len(volumes)}"
         batch_size = accumulate_tiles(grid, v, fn, acc, batch_size=batch_size, device=dev, prepare=norm.apply,
@@ -93,23 +95,45 @@ def predict_mean(loaded: LoadedModel, volumes: Sequence[np.ndarray], tile: int |
 
 def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = None, overlap: int | None = None,
                    batch_size: int = 4, device: torch.device | str = "cpu", amp: bool = True,
-                   progress: bool = True) -> np.ndarray:
+                   progress: bool = True, tta: str = "none") -> np.ndarray:
     """Network output for one (z, y, x) volume, in the volume's grey scale (float32); see :func:`predict_mean`."""
     return predict_mean(loaded, [volume], tile=tile, overlap=overlap, batch_size=batch_size, device=device, amp=amp,
-                        progress=progress)
+                        progress=progress, tta=tta)
 
 
-def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None, **kwargs) -> np.ndarray:
-    """The restored map: the mean of the network's outputs over the method's prediction inputs."""
+def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None, combine: str = "mean",
+            **kwargs) -> np.ndarray:
+    """The restored map from the network's outputs over the method's prediction inputs, combined by
+    :func:`cryorestore.ensemble.combine_outputs` (``mean``: cryoCARE's mean of f(even) and f(odd))."""
+    from cryorestore import ensemble
     from cryorestore.methods import method_class
 
-    return predict_mean(loaded, list(method_class(loaded.config["method"]).prediction_inputs(even, odd)), **kwargs)
+    ensemble.check_combine(combine)
+    inputs = list(method_class(loaded.config["method"]).prediction_inputs(even, odd))
+    if combine == "calibrated" and odd is not None and len(inputs) == 2:  # needs f(even) and f(odd) apart
+        outs = [predict_volume(loaded, v, **kwargs) for v in inputs]
+        return ensemble.combine_outputs(outs, even, odd, combine, tuple(loaded.config["tilt_range"]))
+    mean = predict_mean(loaded, inputs, **kwargs)  # one streaming accumulator for every input
+    if combine == "mean+lowpass" and odd is not None and len(inputs) == 2:
+        return ensemble.half_fsc_lowpass(mean, even, odd)
+    return mean
 
 
 def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | None, out: str | Path,
-                  device: torch.device | str = "cpu", **kwargs) -> Path:
-    """Restore memory-mapped maps with the model directory; write ``out`` with the input's voxel size."""
+                  device: torch.device | str = "cpu", tta: str | None = None, combine: str | None = None,
+                  **kwargs) -> Path:
+    """Restore memory-mapped maps with the model directory; write ``out`` with the input's voxel size.
+
+    ``tta``/``combine`` left None take the values of the preset the model was trained with
+    (:func:`cryorestore.presets.inference_values`; no test-time augmentation and the plain mean for a
+    model trained without one), so ``predict`` gives the map ``denoise`` gives.
+    """
+    from cryorestore.presets import inference_values
+
     loaded = load_model_dir(model_dir, device)
+    preset = loaded.config.get("preset")
+    chosen = inference_values(preset) if preset else {"tta": "none", "combine": "mean"}
+    chosen |= {k: v for k, v in (("tta", tta), ("combine", combine)) if v is not None}
     with contextlib.ExitStack() as stack:
         ve = stack.enter_context(io.open_mrc_mmap(even))
         vo = None
@@ -117,6 +141,6 @@ def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | Non
             vo = stack.enter_context(io.open_mrc_mmap(odd))
             io.check_same_grid(ve, vo, str(even), str(odd))
         voxel_size = ve.voxel_size
-        result = restore(loaded, ve.data, None if vo is None else vo.data, device=device, **kwargs)
+        result = restore(loaded, ve.data, None if vo is None else vo.data, device=device, **chosen, **kwargs)
         del ve, vo  # the last references to the maps: the input pages leave memory before the output is written
     return io.write_mrc(out, result, voxel_size)

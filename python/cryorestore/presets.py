@@ -11,7 +11,14 @@
   default schedule); bf16 autocast on GPUs that support it. Meant for a GPU: on a CPU it runs for
   many hours.
 
-Both stop early when the validation loss has not improved for ``patience`` epochs. Every value is
+Both stop early when the validation loss has not improved for ``patience`` epochs. :data:`INFERENCE`
+holds what ``denoise`` does with the trained network by default (test-time augmentation and the
+combination of f(even) and f(odd), see :mod:`cryorestore.ensemble`): both presets average the four
+quarter turns about y that training augments with (4 network passes per tile), take the mean of
+f(even) and f(odd) and low-pass it at the half maps' FSC=0.5 frequency
+(:func:`cryorestore.ensemble.half_fsc_lowpass`; the calibrated combination fits the signal as the half
+maps record it, CTF and reconstruction filter included, and scored below the plain mean against the
+simulator's truth: ``benchmarks/RESULTS.md``); ``--tta`` and ``--combine`` override it. Every value is
 a :class:`cryorestore.train.TrainConfig` field; a value may depend on the method (a dict keyed by
 method name) and ``model_options`` on the network (keyed by model name). Options given explicitly
 on the command line override the preset's.
@@ -54,6 +61,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "amp": True,
     },
 }
+
+
+INFERENCE: dict[str, dict[str, str]] = {
+    "quick": {"tta": "rot", "combine": "mean+lowpass"},
+    "standard": {"tta": "rot", "combine": "mean+lowpass"},
+}
+
+
+def inference_values(name: str) -> dict[str, str]:
+    """The prediction options (``tta``, ``combine``) preset ``name`` gives ``denoise``."""
+    if name not in INFERENCE:
+        raise InputError(f"unknown preset '{name}'; choose one of {', '.join(PRESET_NAMES)}")
+    return dict(INFERENCE[name])
 
 
 def preset_values(name: str, method: str, model: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from cryorestore import io
 from cryorestore.cli.cmd_train import add_train_arguments, run_training
-from cryorestore.cli.common import positive, resolve_device
+from cryorestore.cli.common import add_inference_options, positive, resolve_device
 
 NAME = "denoise"
 HELP = "train a model on the half tomograms, restore them, and report before/after figures"
@@ -25,8 +25,10 @@ ROWS = (
     ("PSNR vs truth (dB, affine fit)", "psnr", "{:.2f}"),
     ("SSIM vs truth", "ssim", "{:.3f}"),
     ("FSC=0.5 vs truth (cycles/voxel)", "fsc05", "{:.4f}"),
+    ("FSC=0.5 apod. vs truth (cycles/voxel)", "fsc05_apod", "{:.4f}"),
     ("FSC=0.143 vs truth (cycles/voxel)", "fsc0143", "{:.4f}"),
     ("mean FSC vs truth", "fsc_mean", "{:.3f}"),
+    ("mean apod. FSC 0.03-0.25 vs truth", "fsc_band_apod", "{:.3f}"),
     ("missing-wedge correlation vs truth", "wedge_corr", "{:.3f}"),
     ("missing-wedge power fraction", "wedge_power_fraction", "{:.3f}"),
 )
@@ -40,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the raw map to compare against (default: the mean of --even and --odd, or --even alone)")
     p.add_argument("--tile", type=positive(int), default=None, help="prediction tile edge in voxels")
     p.add_argument("--overlap", type=int, default=None, help="prediction tile overlap in voxels")
+    add_inference_options(p)
 
 
 def format_table(metrics: dict) -> str:
@@ -57,6 +60,19 @@ def format_table(metrics: dict) -> str:
         if key in metrics:
             lines.append(f"{key:<38} {pad}{metrics[key]:>10.4f}")
     return "\n".join(lines)
+
+
+FSC_BAND = (0.03, 0.25)  # cycles/voxel: the band of the mean apodised FSC row
+
+
+def band_fsc(vol: np.ndarray, truth: np.ndarray, band: tuple[float, float] = FSC_BAND) -> float:
+    """Mean of the apodised centre-crop FSC against ``truth`` (up to the global sign,
+    :func:`cryorestore.evaluate.quality.apodised_fsc`) over the shells in ``band`` cycles/voxel."""
+    from cryorestore.evaluate import quality
+
+    curve = quality.apodised_fsc(vol, truth)
+    crop = tuple(min(quality.APOD_BOX, n) for n in np.shape(vol))
+    return float(curve[quality.band_shells(crop, band)].mean())
 
 
 FALLBACK_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)  # voxels
@@ -103,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from cryorestore.evaluate.quality import map_metrics
     from cryorestore.modeldir import load_model_dir
     from cryorestore.predict import restore
+    from cryorestore.presets import inference_values
 
     out_dir = Path(args.out_dir)
     even = io.read_mrc(args.even[0])
@@ -121,11 +138,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         raw = even.data if odd is None else 0.5 * (even.data + odd.data)
 
+    inference = inference_values(args.preset) | {k: v for k in ("tta", "combine") if (v := getattr(args, k))}
     cfg, res = run_training(args, str(out_dir / "model"))
     device = resolve_device(args.device)
     loaded = load_model_dir(out_dir / "model", device)
     restored = restore(loaded, even.data, None if odd is None else odd.data, device=device, tile=args.tile,
-                       overlap=args.overlap, progress=not args.no_progress)
+                       overlap=args.overlap, progress=not args.no_progress, **inference)
     io.write_mrc(out_dir / "restored.mrc", restored, even.voxel_size)
     from cryorestore import provenance
 
@@ -136,10 +154,14 @@ def run(args: argparse.Namespace) -> int:
     gauss, gauss_params = gaussian_baseline_map(raw, even.data, None if odd is None else odd.data, truth_data)
     if gauss is not None:
         metrics |= baseline_metrics(raw, gauss, even.voxel_size, truth_data, tuple(cfg.tilt_range))
+    if truth_data is not None:
+        for name, m in (("raw", raw), ("gaussian", gauss), ("restored", restored)):
+            if m is not None:
+                metrics[f"fsc_band_apod_{name}"] = band_fsc(m, truth_data)
     report = {
         "metrics": metrics,
         "gaussian_baseline": gauss_params,
-        "method": cfg.method, "model": cfg.model, "loss": cfg.loss,
+        "method": cfg.method, "model": cfg.model, "loss": cfg.loss, "inference": inference,
         "training": {"seconds": res.seconds, "epochs": len(res.history), "best_epoch": res.best_epoch + 1,
                      "best_val_loss": res.best_val_loss, "n_parameters": res.n_parameters,
                      "stop_reason": res.stop_reason, "preset": cfg.preset, "history": res.history},

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cryorestore.cli.common import add_device_option, positive, resolve_device
+from cryorestore.cli.common import add_device_option, add_inference_options, positive, resolve_device
 
 NAME = "predict"
 HELP = "restore tomograms with a trained model directory (tiled, blended inference)"
@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--source", action="append", default=[], metavar="KEY=VALUE",
                    help="where the input came from, for OUT.provenance.json (e.g. dataset=10000 run=TS_026); repeatable")
+    add_inference_options(p)  # default: the preset the model was trained with, as in 'denoise'
     add_device_option(p)
 
 
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     try:
         out = predict_files(args.model_dir, args.even, args.odd, args.out, device=device, tile=args.tile,
-                            overlap=args.overlap, batch_size=args.batch_size, progress=not args.no_progress)
+                            overlap=args.overlap, batch_size=args.batch_size, progress=not args.no_progress,
+                            tta=args.tta, combine=args.combine)
     except TileOutOfMemoryError as exc:
         print(f"cryorestore predict: error: {exc}", file=sys.stderr)
         return EXIT_TILE_OOM

@@ -51,3 +51,16 @@ def positive(kind: type = float):
         return v
 
     return parse
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """``--tta`` and ``--combine``: what prediction does with the trained network (default: the preset's)."""
+    from cryorestore.ensemble import COMBINE_MODES, TTA_MODES
+
+    parser.add_argument("--tta", choices=TTA_MODES, default=None,
+                        help="test-time augmentation of every tile: none, rot (4 quarter turns about y) or rot+flip "
+                             "(also mirrored along y) (default: the preset's)")
+    parser.add_argument("--combine", choices=COMBINE_MODES, default=None,
+                        help="mean of f(even) and f(odd); mean+lowpass: that mean low-passed at the half maps' "
+                             "FSC=0.5 frequency; calibrated: per-shell weights of the mean and the raw map fitted "
+                             "against the other half map (default: the preset's)")

@@ -1,0 +1,213 @@
+"""Ensembles at prediction time: test-time augmentation and the half-map-calibrated combination.
+
+Test-time augmentation (TTA)
+----------------------------
+The network is applied to transformed copies of each tile, each output is transformed back, and the
+results are averaged. The transforms are those the missing-wedge geometry allows (arrays (z, y, x),
+tilt axis y):
+
+* the rotations by ``k · 90°`` about y (in the (z, x) plane), ``k = 0 … 3`` — the augmentation every
+  training method uses, so the network has seen every one of them. ``k = 2`` maps the missing wedge
+  onto itself; ``k = 1, 3`` turn it by 90° exactly as the training augmentation does;
+* optionally the mirror ``y → −y`` along the tilt axis, which keeps the wedge for any tilt range
+  (the wedge is a set of (kx, kz) directions, whatever ky is).
+
+``TTA_MODES``: ``none`` (the network alone), ``rot`` (4 rotations), ``rot+flip`` (8 transforms). Every
+transform is exactly invertible on a cubic tile (no interpolation), so the TTA of a model that commutes
+with them (e.g. the identity) returns its input exactly.
+
+Combinations of f(even) and f(odd) (:data:`COMBINE_MODES`, :func:`combine_outputs`)
+------------------------------------------------------------------------------------
+``mean``: cryoCARE's ``(f(even) + f(odd)) / 2``; ``mean+lowpass``: that mean through
+:func:`half_fsc_lowpass`; ``calibrated``: the per-shell combination below.
+
+Half-map-calibrated combination
+-------------------------------
+With half maps ``e``, ``o`` (independent noise, same signal ``s``) and a denoiser ``f``, cryoCARE's
+result is ``m = (f(e) + f(o)) / 2``. ``f`` was trained to denoise *one half*; ``m`` averages two and
+has less noise than either, so its shells are not weighted as the mean-squared error against ``s``
+would want, and the raw map ``r = (e + o) / 2`` still holds detail the network smoothed away. The
+combination chooses, per Fourier shell ``k`` (shells of :mod:`cryorestore.fourier`), the weights
+``(α_k, β_k)`` of ``α_k M + β_k R`` (capitals: Fourier transforms) that minimise the expected squared
+error against ``s``. The normal equations need
+
+    ⟨M, M⟩, ⟨M, R⟩, ⟨R, R⟩            (computed directly), and
+    ⟨M, S⟩ ≈ (⟨F(e), O⟩ + ⟨F(o), E⟩) / 2,   ⟨R, S⟩ ≈ ⟨E, O⟩,
+
+where ``⟨A, B⟩ = Re Σ_shell A·conj(B)``: the other half is an unbiased stand-in for ``s`` because its
+noise is independent of the map it is compared with (the same argument as the half-map FSC). The
+shell sums are taken over the *measured* coefficients only (the half maps carry no signal in the
+missing wedge, so they could not tell what is right there) and the weights are applied to every
+coefficient of the shell. Shell 0 (the mean) is left as ``m``'s. The weights minimise the error
+against the signal as the half maps record it (CTF-modulated, phase-flipped), not against a
+simulator's truth, which the method never sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from cryorestore import fourier
+from cryorestore.errors import InputError
+
+TileFn = Callable[[torch.Tensor], torch.Tensor]
+TTA_MODES = ("none", "rot", "rot+flip")
+COMBINE_MODES = ("mean", "mean+lowpass", "calibrated")
+
+
+@dataclass(frozen=True)
+class Transform:
+    """``k`` quarter turns about y (in the (z, x) plane) after an optional mirror of y."""
+
+    k: int = 0
+    flip_y: bool = False
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Transform (…, Z, Y, X) tensors (Z must equal X when ``k`` is odd)."""
+        if self.flip_y:
+            x = torch.flip(x, dims=(-2,))
+        return torch.rot90(x, self.k, dims=(-3, -1)) if self.k % 4 else x
+
+    def invert(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`apply`."""
+        if self.k % 4:
+            x = torch.rot90(x, -self.k, dims=(-3, -1))
+        return torch.flip(x, dims=(-2,)) if self.flip_y else x
+
+
+def tta_transforms(mode: str) -> list[Transform]:
+    """The transforms of TTA mode ``mode`` (one of :data:`TTA_MODES`), identity first."""
+    if mode not in TTA_MODES:
+        raise InputError(f"unknown test-time augmentation '{mode}'; choose one of {', '.join(TTA_MODES)}")
+    if mode == "none":
+        return [Transform()]
+    flips = (False, True) if mode == "rot+flip" else (False,)
+    return [Transform(k, f) for f in flips for k in range(4)]
+
+
+def with_tta(fn: TileFn, mode: str) -> TileFn:
+    """``fn`` (batches (B, C, T, T, T) → same shape) averaged over the transforms of ``mode``."""
+    transforms = tta_transforms(mode)
+    if len(transforms) == 1:
+        return fn
+
+    def wrapped(batch: torch.Tensor) -> torch.Tensor:
+        if batch.shape[-3] != batch.shape[-1]:
+            raise InputError(f"test-time rotations about y need tiles with Z = X, got {tuple(batch.shape[-3:])}")
+        acc = None
+        for t in transforms:
+            out = t.invert(fn(t.apply(batch).contiguous()))
+            out = out.to(torch.promote_types(out.dtype, torch.float32))  # half-precision outputs add up in float32
+            acc = out if acc is None else acc + out
+        return acc / len(transforms)
+
+    return wrapped
+
+
+# --------------------------------------------------------------------------------------------
+# half-map-calibrated combination
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Combination:
+    """The combined map (float32 (z, y, x)) and its per-shell weights (plain lists, JSON-ready)."""
+
+    volume: np.ndarray
+    shell_frequency: list[float]
+    weight_restored: list[float]
+    weight_raw: list[float]
+
+
+def _spectrum(v: np.ndarray) -> torch.Tensor:
+    return torch.fft.rfftn(torch.from_numpy(np.asarray(v, dtype=np.float64)))
+
+
+def combination_weights(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray, odd: np.ndarray,
+                        tilt_range: tuple[float, float] | None = None,
+                        ridge: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+    """Per-shell weights ``(alpha, beta)`` (each (n_shells,) float64) of the module doc's combination.
+
+    ``tilt_range`` (degrees about y) restricts the shell sums to the measured coefficients; ``ridge``
+    (relative to the Gram matrix's trace) keeps a shell without power solvable.
+    """
+    shape = np.shape(even)
+    for name, v in (("f(odd)", f_odd), ("f(even)", f_even), ("odd", odd)):
+        if np.shape(v) != shape:
+            raise InputError(f"{name} {np.shape(v)} differs in shape from the even half {shape}")
+    if len(shape) != 3:
+        raise InputError(f"expected (z, y, x) volumes, got shape {shape}")
+    n = fourier.n_shells(shape)
+    idx = fourier.shell_index(shape)
+    measured = None if tilt_range is None else fourier.missing_wedge_mask(shape, *tilt_range).double()
+    fa, fb, fe, fo = (_spectrum(v) for v in (f_even, f_odd, even, odd))
+    fm, fr = 0.5 * (fa + fb), 0.5 * (fe + fo)
+
+    def dot(p: torch.Tensor, q: torch.Tensor) -> np.ndarray:
+        return fourier.fsc_shell_sums(p, q, idx, n, nx=shape[2], coefficient_weights=measured)[0, 0].numpy()
+
+    mm, mr, rr = dot(fm, fm), dot(fm, fr), dot(fr, fr)
+    ms = 0.5 * (dot(fa, fo) + dot(fb, fe))
+    rs = dot(fe, fo)
+    alpha, beta = np.ones(n), np.zeros(n)
+    for k in range(1, n):
+        g = np.array([[mm[k], mr[k]], [mr[k], rr[k]]])
+        lam = ridge * max(np.trace(g), np.finfo(np.float64).tiny)
+        alpha[k], beta[k] = np.linalg.solve(g + lam * np.eye(2), np.array([ms[k], rs[k]]))
+    return alpha, beta
+
+
+def calibrated_combination(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray, odd: np.ndarray,
+                           tilt_range: tuple[float, float] | None = None) -> Combination:
+    """``α_k M + β_k R`` per shell (module doc) from the network outputs and the half maps."""
+    shape = np.shape(even)
+    alpha, beta = combination_weights(f_even, f_odd, even, odd, tilt_range)
+    idx = fourier.shell_index(shape).clamp(max=len(alpha) - 1)
+    a, b = torch.from_numpy(alpha)[idx], torch.from_numpy(beta)[idx]
+    fm = 0.5 * (_spectrum(f_even) + _spectrum(f_odd))
+    fr = 0.5 * (_spectrum(even) + _spectrum(odd))
+    out = torch.fft.irfftn(a * fm + b * fr, s=shape).numpy().astype(np.float32)
+    return Combination(out, fourier.shell_frequencies(shape).tolist(), alpha.tolist(), beta.tolist())
+
+
+def mean_of(outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """Plain mean of the network outputs (float32): cryoCARE's combination."""
+    return (np.sum([np.asarray(o, dtype=np.float64) for o in outputs], axis=0) / len(outputs)).astype(np.float32)
+
+
+#: half-map FSC at whose frequency :func:`half_fsc_lowpass`'s Gaussian transfer is 1/2
+LOWPASS_FSC = 0.5
+
+
+def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray, threshold: float = LOWPASS_FSC) -> np.ndarray:
+    """``volume`` low-passed (float32) by the Gaussian whose transfer ``exp(−2π²σ²f²)`` is 1/2 at the
+    frequency where the half maps' FSC first drops below ``threshold`` (no truth involved).
+
+    A denoiser trained on half maps estimates the signal *as they record it* (CTF, reconstruction filter
+    and all), and keeps more of the frequencies the halves only partly agree on than a map scored
+    against the specimen's density can afford. ``threshold`` 0.5 (not the baseline's 0.143) was chosen
+    on one simulated seed (``benchmarks/RESULTS.md``): at 0.143 the low-pass was too weak to matter."""
+    from cryorestore import baseline
+
+    f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), np.shape(even), thresholds=(threshold,))[threshold]
+    return baseline.gaussian_lowpass(volume, baseline.sigma_for_frequency(f0.frequency)).astype(np.float32)
+
+
+def check_combine(mode: str) -> None:
+    """An input error unless ``mode`` is one of :data:`COMBINE_MODES`."""
+    if mode not in COMBINE_MODES:
+        raise InputError(f"unknown combination '{mode}'; choose one of {', '.join(COMBINE_MODES)}")
+
+
+def combine_outputs(outputs: Sequence[np.ndarray], even: np.ndarray, odd: np.ndarray | None, mode: str,
+                    tilt_range: tuple[float, float]) -> np.ndarray:
+    """The restored map from the network outputs of the method's prediction inputs (f(even), f(odd) or
+    f(v)) by :data:`COMBINE_MODES` ``mode``; without ``odd`` (one map) every mode is the plain mean."""
+    check_combine(mode)
+    if odd is None or len(outputs) != 2 or mode == "mean":
+        return mean_of(outputs)
+    if mode == "calibrated":
+        return calibrated_combination(outputs[0], outputs[1], even, odd, tilt_range).volume
+    return half_fsc_lowpass(mean_of(outputs), even, odd)
