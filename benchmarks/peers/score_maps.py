@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, type=Path, help="folder with ground_truth.mrc and full.mrc")
     p.add_argument("--map", action="append", default=[], metavar="NAME=PATH", help="a restored map to score")
-    p.add_argument("--sigmas", nargs="+", type=float, default=list(DEFAULT_SIGMAS),
-                   help="Gaussian low-pass widths (voxels) applied to full.mrc")
+    p.add_argument("--sigmas", nargs="*", type=float, default=list(DEFAULT_SIGMAS),
+                   help="Gaussian low-pass widths (voxels) applied to full.mrc (none: no sweep)")
     p.add_argument("--out", type=Path, help="write every figure (and the whole sweep) to this JSON file")
     args = p.parse_args(argv)
 
@@ -62,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     truth, raw, vs = truth_vol.data, raw_vol.data, truth_vol.voxel_size
     results: dict[str, dict] = {"raw full.mrc": score(raw, truth, vs)}
     sweep = {s: score(gaussian_lowpass(raw, s), truth, vs) for s in args.sigmas}
-    best_psnr = max(sweep, key=lambda s: sweep[s]["psnr"])
-    best_band = max(sweep, key=lambda s: sweep[s]["fsc_band_apod"])
-    results[f"Gaussian σ={best_psnr:g} (best PSNR)"] = sweep[best_psnr]
-    if best_band != best_psnr:
-        results[f"Gaussian σ={best_band:g} (best mid-band FSC)"] = sweep[best_band]
+    if sweep:
+        best_psnr = max(sweep, key=lambda s: sweep[s]["psnr"])
+        best_band = max(sweep, key=lambda s: sweep[s]["fsc_band_apod"])
+        results[f"Gaussian σ={best_psnr:g} (best PSNR)"] = sweep[best_psnr]
+        if best_band != best_psnr:
+            results[f"Gaussian σ={best_band:g} (best mid-band FSC)"] = sweep[best_band]
     for item in args.map:
         name, _, path = item.partition("=")
         vol = io.read_mrc(path)
@@ -79,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results.items():
         print(f"| {name} | {r['psnr']:.2f} | {r['fsc05_apod']:.3f} | {r['fsc_band_apod']:.3f} | {r['ssim']:.3f} | "
               f"{r['sign']:+.0f} |")
-    print("\nGaussian sweep (σ voxels: PSNR dB / apodised FSC=0.5 / mean apodised FSC in the band):")
-    print("; ".join(f"{s:g}: {r['psnr']:.2f} / {r['fsc05_apod']:.3f} / {r['fsc_band_apod']:.3f}"
-                    for s, r in sweep.items()))
+    if sweep:
+        print("\nGaussian sweep (σ voxels: PSNR dB / apodised FSC=0.5 / mean apodised FSC in the band):")
+        print("; ".join(f"{s:g}: {r['psnr']:.2f} / {r['fsc05_apod']:.3f} / {r['fsc_band_apod']:.3f}"
+                        for s, r in sweep.items()))
     if args.out:
         doc = {"data": str(args.data), "shape": list(truth.shape), "voxel_size": vs, "band": list(BAND),
                "maps": results, "gaussian_sweep": {f"{s:g}": r for s, r in sweep.items()}}
