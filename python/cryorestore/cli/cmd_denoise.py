@@ -75,33 +75,22 @@ def band_fsc(vol: np.ndarray, truth: np.ndarray, band: tuple[float, float] = FSC
     return float(curve[quality.band_shells(crop, band)].mean())
 
 
-FALLBACK_SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)  # voxels
-
-
 def gaussian_baseline_map(raw: np.ndarray, even: np.ndarray, odd: np.ndarray | None,
                           truth: np.ndarray | None) -> tuple[np.ndarray | None, dict]:
     """Gaussian low-pass of the raw map (sigma in voxels) and how sigma was chosen, or (None, {}).
 
-    Uses :func:`cryorestore.baseline.gaussian_baseline` where that module exists; otherwise, with a
-    truth, the sigma of :data:`FALLBACK_SIGMAS` whose low-pass has the highest PSNR against it.
+    :func:`cryorestore.baseline.gaussian_baseline` for half maps; for a single map the sigma of
+    :data:`cryorestore.baseline.SIGMA_GRID` with the best PSNR against the truth (none without a truth).
     """
-    try:
-        from cryorestore import baseline
-    except ImportError:
-        baseline = None
-    if baseline is not None and odd is not None:
+    from cryorestore import baseline
+
+    if odd is not None:
         res = baseline.gaussian_baseline(even, odd, full=raw, truth=truth)
         return res.volume, dict(res.params)
     if truth is None:
         return None, {}
-    from scipy.ndimage import gaussian_filter
-
-    from cryorestore.evaluate.quality import psnr
-
-    r = np.asarray(raw, dtype=np.float64)
-    scores = {s: psnr(gaussian_filter(r, s, mode="reflect"), truth) for s in FALLBACK_SIGMAS}
-    sigma = max(scores, key=scores.get)
-    return gaussian_filter(r, sigma, mode="reflect").astype(np.float32), {
+    sigma, _ = baseline.search_sigma(raw, truth)
+    return baseline.gaussian_lowpass(raw, sigma).astype(np.float32), {
         "sigma_voxels": sigma, "chosen_by": "PSNR against the truth (affine grey-level fit)"}
 
 
