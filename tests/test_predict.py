@@ -267,3 +267,24 @@ def test_bench_train_step_times_fp32_and_bf16(tmp_path):
                        "--steps", "1", "--json", str(tmp_path / "t.json")]) == 0
     rows = json.loads((tmp_path / "t.json").read_text())["rows"]
     assert [r["precision"] for r in rows] == ["fp32", "bf16"] and all(r["ms_per_step"] > 0 for r in rows)
+
+
+def test_denoise_exits_75_without_a_restored_map_when_one_tile_does_not_fit(tmp_path, monkeypatch, capsys):
+    """denoise maps prediction's TileOutOfMemoryError to predict's exit code and keeps the trained model."""
+    from cryorestore import predict as predict_module
+    from cryorestore.tiling import TileOutOfMemoryError
+
+    def no_room(*args, **kwargs):
+        raise TileOutOfMemoryError("one tile of 16³ voxels does not fit in device memory; use a smaller --tile")
+
+    monkeypatch.setattr(predict_module, "restore", no_room)
+    # 48 voxels along y hold a training box (16³ around crops of 8), a one-crop gap and the validation slab
+    tomo = io.write_mrc(tmp_path / "full.mrc", np.random.default_rng(1).normal(size=(32, 48, 32)), 10.0)
+    out = tmp_path / "run"
+    code = main(["denoise", "--even", str(tomo), "--method", "isonet", "--model-option", "base_channels=4",
+                 "--model-option", "depth=1", "--epochs", "1", "--subtomo-size", "8", "--n-subtomos", "4",
+                 "--batch-size", "2", "--tile", "16", "--no-progress", "--device", "cpu", "--out-dir", str(out)])
+    assert code == predict_module.EXIT_TILE_OOM == 75
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--tile" in err and str(out / "model") in err
+    assert (out / "model" / "weights.pt").is_file() and not (out / "restored.mrc").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,8 @@ def baseline_metrics(raw: np.ndarray, gauss: np.ndarray, voxel_size: float, trut
 def run(args: argparse.Namespace) -> int:
     from cryorestore.evaluate.quality import map_metrics
     from cryorestore.modeldir import load_model_dir
-    from cryorestore.predict import restore
+    from cryorestore.predict import EXIT_TILE_OOM, restore
+    from cryorestore.tiling import TileOutOfMemoryError
     from cryorestore.presets import inference_values
 
     out_dir = Path(args.out_dir)
@@ -131,8 +133,12 @@ def run(args: argparse.Namespace) -> int:
     cfg, res = run_training(args, str(out_dir / "model"))
     device = resolve_device(args.device)
     loaded = load_model_dir(out_dir / "model", device)
-    restored = restore(loaded, even.data, None if odd is None else odd.data, device=device, tile=args.tile,
-                       overlap=args.overlap, progress=not args.no_progress, **inference)
+    try:
+        restored = restore(loaded, even.data, None if odd is None else odd.data, device=device, tile=args.tile,
+                           overlap=args.overlap, progress=not args.no_progress, **inference)
+    except TileOutOfMemoryError as exc:  # the model is trained and kept: 'predict' with a smaller --tile
+        print(f"cryorestore denoise: error: {exc}; the model is in {out_dir / 'model'}", file=sys.stderr)
+        return EXIT_TILE_OOM
     io.write_mrc(out_dir / "restored.mrc", restored, even.voxel_size)
     from cryorestore import provenance
 
