@@ -35,6 +35,7 @@ import torch
 from cryorestore import distributed, io, modeldir
 from cryorestore.boxes import HostBoxes, refilled_name, remove_stale_refills
 from cryorestore.data import SubtomoSampler, SubtomoSet
+from cryorestore.device import resolve_device
 from cryorestore.errors import InputError
 from cryorestore.methods import METHOD_NAMES, get_method
 from cryorestore.methods.base import TrainingMethod
@@ -124,12 +125,6 @@ class TrainResult:
     n_parameters: int
     stop_reason: str = ""
     is_main: bool = True  # False on the ranks > 0 of a data-parallel run (they write and print nothing)
-
-
-def resolve_device(name: str) -> torch.device:
-    from cryorestore.device import resolve_device as _resolve
-
-    return _resolve(name)
 
 
 def load_volumes(config: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray] | None, float]:
