@@ -3,7 +3,7 @@
 Every map gets :func:`bench_restoration.score_map`'s figures (PSNR after the affine grey-level fit,
 apodised centre-crop FSC=0.5 against the truth, template-matching PR-AUC and STA per species, all up to
 one global sign) plus ``fsc_band_apod``: the mean of the apodised FSC against the truth over the shells
-in ``cmd_denoise.FSC_BAND`` (0.03-0.25) cycles/voxel. Scores are cached per map in ``OUT/<name>.json`` (``--force`` recomputes).
+in ``quality.FSC_BAND`` (0.03-0.25) cycles/voxel. Scores are cached per map in ``OUT/<name>.json`` (``--force`` recomputes).
 
     python benchmarks/bench_floor.py --data bench/s0 --out-dir bench/floor \\
         --map quick=bench/quick/restored.mrc --map quick_tta=bench/quick_tta/restored.mrc
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_restoration  # noqa: E402
 
-from cryorestore.cli.cmd_denoise import FSC_BAND, band_fsc  # noqa: E402
+from cryorestore.evaluate.quality import FSC_BAND, band_apodised_fsc  # noqa: E402
 
 COLUMNS = (("PSNR (dB)", "psnr", ".2f"), ("FSC=0.5 apod.", "fsc05_apod", ".3f"),
            (f"mean apod. FSC {FSC_BAND[0]}-{FSC_BAND[1]}", "fsc_band_apod", ".3f"))
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         vol = ref["raw"] if path is None else io.read_mrc(path).data
         s = bench_restoration.score_map(vol, ref, args)
-        s["fsc_band_apod"] = band_fsc(vol, ref["truth"])
+        s["fsc_band_apod"] = band_apodised_fsc(vol, ref["truth"])
         rows[name] = {"map": str(path) if path else "full.mrc", "scores": s}
         io.write_text(cache, json.dumps(rows[name], indent=2) + "\n")
     cols = list(COLUMNS) + [(f"PR-AUC {sp}", f"pr_auc_{sp}", ".3f") for sp in names]

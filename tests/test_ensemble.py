@@ -234,7 +234,7 @@ def test_denoise_band_fsc_matches_a_numpy_reference_up_to_sign():
     the map does not change it."""
     from scipy.signal.windows import tukey
 
-    from cryorestore.cli.cmd_denoise import band_fsc
+    from cryorestore.evaluate.quality import band_apodised_fsc as band_fsc
 
     rng = np.random.default_rng(6)
     t = ndimage.gaussian_filter(rng.standard_normal((64, 70, 66)), 2.0)

@@ -22,31 +22,22 @@ from pathlib import Path
 
 import numpy as np
 
-BAND = (0.03, 0.25)  # cycles/voxel: the band of the mean apodised FSC
 DEFAULT_SIGMAS = tuple(float(s) for s in np.round(np.arange(0.5, 3.001, 0.25), 4))
 
 
-def band_mean_apodised_fsc(m: np.ndarray, truth: np.ndarray, band: tuple[float, float] = BAND) -> float:
-    """Mean over the shells in ``band`` (cycles/voxel) of the apodised centre-crop FSC of ``m`` against the
-    truth (up to one global sign, :func:`cryorestore.evaluate.quality.apodised_fsc`)."""
-    from cryorestore.evaluate.quality import APOD_BOX, apodised_fsc, band_shells
-
-    crop = tuple(min(APOD_BOX, n) for n in np.shape(m))
-    return float(apodised_fsc(m, truth)[band_shells(crop, band)].mean())
-
-
 def score(m: np.ndarray, truth: np.ndarray, voxel_size: float) -> dict[str, float]:
-    """The figures of one map: :func:`truth_metrics`'s keys and ``fsc_band_apod`` (:data:`BAND`)."""
-    from cryorestore.evaluate.quality import truth_metrics
+    """The figures of one map: :func:`truth_metrics`'s keys and ``fsc_band_apod`` (``quality.FSC_BAND``)."""
+    from cryorestore.evaluate.quality import band_apodised_fsc, truth_metrics
 
     out = truth_metrics(m, truth, voxel_size)
-    out["fsc_band_apod"] = band_mean_apodised_fsc(m, truth)
+    out["fsc_band_apod"] = band_apodised_fsc(m, truth)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     from cryorestore import io
     from cryorestore.baseline import gaussian_lowpass
+    from cryorestore.evaluate.quality import FSC_BAND
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, type=Path, help="folder with ground_truth.mrc and full.mrc")
@@ -75,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = score(vol.data, truth, vs)
 
     print(f"data {args.data} ({'×'.join(map(str, truth.shape))} voxels of {vs:g} Å)\n")
-    print(f"| map | PSNR (dB) | apodised FSC=0.5 (1/vox) | mean apodised FSC {BAND[0]}–{BAND[1]} | SSIM | sign |")
+    print(f"| map | PSNR (dB) | apodised FSC=0.5 (1/vox) | mean apodised FSC {FSC_BAND[0]}–{FSC_BAND[1]} | SSIM | sign |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, r in results.items():
         print(f"| {name} | {r['psnr']:.2f} | {r['fsc05_apod']:.3f} | {r['fsc_band_apod']:.3f} | {r['ssim']:.3f} | "
@@ -85,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print("; ".join(f"{s:g}: {r['psnr']:.2f} / {r['fsc05_apod']:.3f} / {r['fsc_band_apod']:.3f}"
                         for s, r in sweep.items()))
     if args.out:
-        doc = {"data": str(args.data), "shape": list(truth.shape), "voxel_size": vs, "band": list(BAND),
+        doc = {"data": str(args.data), "shape": list(truth.shape), "voxel_size": vs, "band": list(FSC_BAND),
                "maps": results, "gaussian_sweep": {f"{s:g}": r for s, r in sweep.items()}}
         io.write_text(args.out, json.dumps(doc, indent=2) + "\n")
     return 0

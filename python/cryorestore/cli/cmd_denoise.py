@@ -63,19 +63,6 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-FSC_BAND = (0.03, 0.25)  # cycles/voxel: the band of the mean apodised FSC row
-
-
-def band_fsc(vol: np.ndarray, truth: np.ndarray, band: tuple[float, float] = FSC_BAND) -> float:
-    """Mean of the apodised centre-crop FSC against ``truth`` (up to the global sign,
-    :func:`cryorestore.evaluate.quality.apodised_fsc`) over the shells in ``band`` cycles/voxel."""
-    from cryorestore.evaluate import quality
-
-    curve = quality.apodised_fsc(vol, truth)
-    crop = tuple(min(quality.APOD_BOX, n) for n in np.shape(vol))
-    return float(curve[quality.band_shells(crop, band)].mean())
-
-
 def gaussian_baseline_map(raw: np.ndarray, even: np.ndarray, odd: np.ndarray | None,
                           truth: np.ndarray | None) -> tuple[np.ndarray | None, dict]:
     """Gaussian low-pass of the raw map (sigma in voxels) and how sigma was chosen, or (None, {}).
@@ -106,11 +93,12 @@ def baseline_metrics(raw: np.ndarray, gauss: np.ndarray, voxel_size: float, trut
 
 
 def run(args: argparse.Namespace) -> int:
+    from cryorestore.evaluate import quality
     from cryorestore.evaluate.quality import map_metrics
     from cryorestore.modeldir import load_model_dir
     from cryorestore.predict import EXIT_TILE_OOM, restore
-    from cryorestore.tiling import TileOutOfMemoryError
     from cryorestore.presets import inference_values
+    from cryorestore.tiling import TileOutOfMemoryError
 
     out_dir = Path(args.out_dir)
     even = io.read_mrc(args.even[0])
@@ -152,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     if truth_data is not None:
         for name, m in (("raw", raw), ("gaussian", gauss), ("restored", restored)):
             if m is not None:
-                metrics[f"fsc_band_apod_{name}"] = band_fsc(m, truth_data)
+                metrics[f"fsc_band_apod_{name}"] = quality.band_apodised_fsc(m, truth_data)
     report = {
         "metrics": metrics,
         "gaussian_baseline": gauss_params,

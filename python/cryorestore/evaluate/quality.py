@@ -229,6 +229,17 @@ def apodised_fsc(x: np.ndarray, truth: np.ndarray, box: int = APOD_BOX, alpha: f
     return fsc_curve(truth_sign(x, truth) * apodised_crop(x, box, alpha), apodised_crop(truth, box, alpha))
 
 
+
+FSC_BAND = (0.03, 0.25)  # cycles/voxel: the band of the mean apodised FSC against the truth
+
+
+def band_apodised_fsc(x: np.ndarray, truth: np.ndarray, band: tuple[float, float] = FSC_BAND) -> float:
+    """Mean over the shells in ``band`` (cycles/voxel) of :func:`apodised_fsc` of ``x`` against ``truth``
+    (Tukey-apodised centre crops of up to :data:`APOD_BOX`³, up to one global sign)."""
+    crop = tuple(min(APOD_BOX, n) for n in np.shape(x))
+    return float(apodised_fsc(x, truth)[band_shells(crop, band)].mean())
+
+
 def truth_metrics(
     m: np.ndarray, truth: np.ndarray, voxel_size: float, tilt_range: tuple[float, float] | None = None,
     truth_contrast: float | None = None,
