@@ -180,11 +180,11 @@ class _ZRamp(torch.nn.Module):
         return x + torch.linspace(0.0, 1.0, x.shape[-3]).view(-1, 1, 1)
 
 
-def _loaded(net):
+def _loaded(net, method="n2n"):
     from cryorestore.data import Normalization
     from cryorestore.modeldir import LoadedModel
 
-    cfg = {"method": "n2n", "loss": "l2", "tilt_range": [-60, 60], "subtomo_size": 16}
+    cfg = {"method": method, "loss": "l2", "tilt_range": [-60, 60], "subtomo_size": 16}
     return LoadedModel(net, cfg, Normalization(1.0, 2.0), "test")
 
 
@@ -202,6 +202,37 @@ def test_predict_volume_with_tta():
     assert np.abs(plain - rot).max() > 0.1
     with pytest.raises(InputError):
         predict_volume(_loaded(_Identity()), v, tile=16, overlap=4, progress=False, tta="spin")
+
+
+def test_wedge_methods_use_only_wedge_preserving_turns():
+    """DeepDeWedge and IsoNet learn to fill the wedge in the tomogram's orientation: their 'rot' TTA is
+    the half turn only (k = 0, 2), n2n's all four quarter turns; checked on a network that adds a squared z ramp against the
+    mean over the expected transforms, written out with numpy."""
+    from cryorestore.methods import method_class
+    from cryorestore.predict import predict_volume
+
+    assert method_class("n2n").tta_quarter_turns == (0, 1, 2, 3)
+    for name in ("deepdewedge", "isonet"):
+        assert method_class(name).tta_quarter_turns == (0, 2)
+    assert [t.k for t in ensemble.tta_transforms("rot", (0, 2))] == [0, 2]
+    assert [(t.k, t.flip_y) for t in ensemble.tta_transforms("rot+flip", (2,))] == [(0, False), (2, False), (0, True), (2, True)]
+    class ZSquare(torch.nn.Module):  # the squared z ramp: the half turn alone does not average it out
+        def forward(self, x):
+            return x + torch.linspace(0.0, 1.0, x.shape[-3]).view(-1, 1, 1) ** 2
+
+    v = np.random.default_rng(6).normal(0.0, 1.0, size=(16, 16, 16)).astype(np.float32)
+    ramp = np.linspace(0.0, 1.0, 16)[:, None, None] ** 2
+    # one tile covering the volume: the output is the mean over k of rot(-k)(rot(k)(v') + ramp), in grey scale
+    expected = {}
+    for turns, name in (((0, 2), "isonet"), ((0, 1, 2, 3), "n2n")):
+        acc = np.zeros_like(v, dtype=np.float64)
+        for k in turns:
+            acc += np.rot90(np.rot90((v - 1.0) / 2.0, k, axes=(0, 2)) + ramp, -k, axes=(0, 2))
+        expected[name] = acc / len(turns) * 2.0 + 1.0
+    for name, ref in expected.items():
+        out = predict_volume(_loaded(ZSquare(), name), v, tile=16, overlap=0, progress=False, tta="rot")
+        np.testing.assert_allclose(out, ref, atol=1e-5)
+    assert np.abs(expected["isonet"] - expected["n2n"]).max() > 0.1
 
 
 def test_restore_calibrated_equals_the_combination_of_the_network_outputs():

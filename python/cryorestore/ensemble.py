@@ -6,13 +6,15 @@ The network is applied to transformed copies of each tile, each output is transf
 results are averaged. The transforms are those the missing-wedge geometry allows (arrays (z, y, x),
 tilt axis y):
 
-* the rotations by ``k · 90°`` about y (in the (z, x) plane), ``k = 0 … 3`` — the augmentation every
-  training method uses, so the network has seen every one of them. ``k = 2`` maps the missing wedge
-  onto itself; ``k = 1, 3`` turn it by 90° exactly as the training augmentation does;
+* the rotations by ``k · 90°`` about y (in the (z, x) plane), ``k = 0 … 3`` — Noise2Noise's training
+  augmentation, so its network has seen every one of them. ``k = 2`` maps the missing wedge onto
+  itself; ``k = 1, 3`` turn it by 90°. The missing-wedge methods' networks learn to fill the wedge
+  in the tomogram's own orientation only, so for them ``rot`` uses ``k = 0, 2``
+  (``TrainingMethod.tta_quarter_turns``);
 * optionally the mirror ``y → −y`` along the tilt axis, which keeps the wedge for any tilt range
   (the wedge is a set of (kx, kz) directions, whatever ky is).
 
-``TTA_MODES``: ``none`` (the network alone), ``rot`` (4 rotations), ``rot+flip`` (8 transforms). Every
+``TTA_MODES``: ``none`` (the network alone), ``rot`` (4 rotations, or 2), ``rot+flip`` (8 transforms, or 4). Every
 transform is exactly invertible on a cubic tile (no interpolation), so the TTA of a model that commutes
 with them (e.g. the identity) returns its input exactly.
 
@@ -79,19 +81,25 @@ class Transform:
         return torch.flip(x, dims=(-2,)) if self.flip_y else x
 
 
-def tta_transforms(mode: str) -> list[Transform]:
-    """The transforms of TTA mode ``mode`` (one of :data:`TTA_MODES`), identity first."""
+def tta_transforms(mode: str, quarter_turns: Sequence[int] = (0, 1, 2, 3)) -> list[Transform]:
+    """The transforms of TTA mode ``mode`` (one of :data:`TTA_MODES`), identity first.
+
+    ``quarter_turns``: the turns ``k`` about y that ``rot`` may use (a method's
+    ``TrainingMethod.tta_quarter_turns``: ``(0, 2)``, which map the missing wedge onto itself, for
+    networks trained to fill the wedge in its own orientation)."""
     if mode not in TTA_MODES:
         raise InputError(f"unknown test-time augmentation '{mode}'; choose one of {', '.join(TTA_MODES)}")
+    turns = sorted({int(k) % 4 for k in quarter_turns} | {0})
     if mode == "none":
         return [Transform()]
     flips = (False, True) if mode == "rot+flip" else (False,)
-    return [Transform(k, f) for f in flips for k in range(4)]
+    return [Transform(k, f) for f in flips for k in turns]
 
 
-def with_tta(fn: TileFn, mode: str) -> TileFn:
-    """``fn`` (batches (B, C, T, T, T) → same shape) averaged over the transforms of ``mode``."""
-    transforms = tta_transforms(mode)
+def with_tta(fn: TileFn, mode: str, quarter_turns: Sequence[int] = (0, 1, 2, 3)) -> TileFn:
+    """``fn`` (batches (B, C, T, T, T) → same shape) averaged over the transforms of ``mode`` (turns
+    about y limited to ``quarter_turns``, see :func:`tta_transforms`)."""
+    transforms = tta_transforms(mode, quarter_turns)
     if len(transforms) == 1:
         return fn
 

@@ -82,7 +82,10 @@ def predict_mean(loaded: LoadedModel, volumes: Sequence[np.ndarray], tile: int |
     grid = TileGrid(shape, tile, overlap)
     out = np.zeros(shape, dtype=np.float32)
     acc = torch.from_numpy(out)  # shares memory: the accumulator is the result
-    fn = with_tta(network_fn(model, dev, amp), tta)
+    from cryorestore.methods import method_class
+
+    turns = method_class(loaded.config["method"]).tta_quarter_turns
+    fn = with_tta(network_fn(model, dev, amp), tta, turns)
     for i, v in enumerate(volumes):
         desc = "tiles" if len(volumes) == 1 else f"tiles {i + 1}/{len(volumes)}"
         batch_size = accumulate_tiles(grid, v, fn, acc, batch_size=batch_size, device=dev, prepare=norm.apply,

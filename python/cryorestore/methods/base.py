@@ -31,6 +31,13 @@ class TrainingMethod(abc.ABC):
     * ``default_loss``: the loss spec used when ``--loss`` is not given (the one the benchmark
       supports for this method).
 
+    ``tta_quarter_turns``: the quarter turns about y (in the (z, x) plane) that test-time augmentation
+    may apply to this method's network inputs (:mod:`cryorestore.ensemble`). All four for a network
+    trained on inputs turned that way (Noise2Noise); ``(0, 2)`` for the missing-wedge methods, whose
+    training inputs always carry the data's wedge in its own orientation (the artificial wedge is
+    applied in the tomogram's frame after the random rotation): a quarter turn moves the wedge to where
+    the network has never seen one, and measurably worsened the filled map (``benchmarks/RESULTS.md``).
+
     Instance attribute ``refill_every``: every that many epochs the trainer calls :meth:`refill` on
     the stored training boxes (0: the method never refills).
     """
@@ -38,6 +45,7 @@ class TrainingMethod(abc.ABC):
     name: ClassVar[str]
     paired: ClassVar[Pairing]
     default_loss: ClassVar[str]
+    tta_quarter_turns: ClassVar[tuple[int, ...]] = (0, 1, 2, 3)
     refill_every: int = 0
 
     @abc.abstractmethod

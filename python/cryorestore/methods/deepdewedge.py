@@ -121,6 +121,7 @@ class DeepDeWedge(TrainingMethod):
     name = "deepdewedge"
     paired = "required"
     default_loss = "l2"
+    tta_quarter_turns = (0, 2)  # wedge-preserving turns only: see TrainingMethod
 
     def __init__(self, loss: str = "l2", tilt_range: tuple[float, float] = (-60.0, 60.0),
                  crop: int = 32, wedge_weight: float = 2.0, refill_every: int = 10, **_: Any) -> None:

@@ -37,6 +37,7 @@ class IsoNet(TrainingMethod):
     name = "isonet"
     paired = "optional"
     default_loss = "l1"
+    tta_quarter_turns = (0, 2)  # wedge-preserving turns only: see TrainingMethod
 
     def __init__(self, loss: str = "l1", tilt_range: tuple[float, float] = (-60.0, 60.0), crop: int = 32,
                  refill_every: int = 1, noise_levels: Sequence[float] = (), noise_epochs: Sequence[int] = (),
