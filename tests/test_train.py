@@ -129,6 +129,10 @@ def test_wedge_methods_train_and_refill(dataset, tmp_path, capsys):
     res = train(_cfg(dataset, tmp_path / "dd", method="deepdewedge", epochs=3, refill_every=1, n_subtomos=12,
                      subtomo_size=8), progress=False)
     assert all(np.isfinite(h["val_loss"]) for h in res.history)
+    # the history says when the boxes were refilled (after every epoch but the last) and counts steps
+    assert [h["refilled"] for h in res.history] == [True, True, False]
+    steps = [h["step"] for h in res.history]
+    assert steps[0] > 0 and steps == [steps[0] * (i + 1) for i in range(3)]
     # slab of one 16-voxel box at the end of y (64), training boxes one 8-voxel crop edge before it
     assert "training boxes in y < 40, validation boxes in y >= 48" in capsys.readouterr().out
     ck = torch.load(tmp_path / "dd" / CHECKPOINT, weights_only=False)
@@ -154,6 +158,8 @@ def test_denoise_cli_end_to_end(dataset, tmp_path, capsys):
     for k in ("psnr_raw", "psnr_gaussian", "psnr_restored", "fsc05_raw", "fsc05_restored", "wedge_corr_raw", "wedge_corr_restored"):
         assert np.isfinite(rep["metrics"][k])
     assert rep["training"]["epochs"] == 1 and (out / "model" / "weights.pt").is_file()
+    png = (out / "model" / "loss.png").read_bytes()  # the loss curves, beside the model
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
     assert io.read_mrc(out / "restored.mrc").voxel_size == pytest.approx(io.read_mrc(dataset / "even.mrc").voxel_size)
 
 

@@ -9,6 +9,10 @@ Layout of ``MODEL_DIR/``:
 * ``normalization.json`` ``{"mean": …, "std": …}``: the network sees ``(v − mean)/std``
 * ``version.txt``        the cryorestore version that wrote it
 
+``cryorestore train`` (and ``denoise``) also leave there ``checkpoint.pt`` (for ``--resume``) and
+``loss.png`` (training and held-out loss over optimiser steps, :func:`cryorestore.plots.loss_curves`);
+neither is needed to predict.
+
 Every file is written atomically.
 """
 

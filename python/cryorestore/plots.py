@@ -1,5 +1,5 @@
 """PNG figures (matplotlib, Agg backend): orthoslices, Fourier log-magnitude slices, FSC, PR curves,
-score histograms. Every function writes one PNG atomically and returns its path.
+score histograms, training loss curves. Every function writes one PNG atomically and returns its path.
 
 Maps are (z, y, x); the XY slice is the central z plane, XZ the central y plane (z vertical), YZ the
 central x plane. Fourier slices show ``log(1 + |F|)`` of the fftshifted spectrum through the origin;
@@ -9,7 +9,7 @@ the missing wedge appears as two empty sectors in the XZ (kx, kz) slice.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -128,4 +128,29 @@ def f1_plot(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path:
     ax.set_ylabel("F1")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def loss_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: io.PathLike,
+                title: str = "Training and held-out loss") -> Path:
+    """Loss over optimiser steps, one colour per run: ``{name: history}`` with a history as
+    :class:`cryorestore.train.TrainResult` keeps it (``step``, ``train_loss``, ``val_loss``, ``refilled``).
+
+    Training loss dashed, held-out (validation) loss solid; epochs after which a wedge method refilled its
+    boxes are marked with a dot on the held-out curve (its training targets change there, the held-out ones
+    do not). Losses of different methods are on their own scales: compare shapes, not heights."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (name, hist) in enumerate(histories.items()):
+        colour = f"C{i % 10}"
+        steps = np.array([h.get("step", h["epoch"] + 1) for h in hist], dtype=float)
+        ax.plot(steps, [h["train_loss"] for h in hist], color=colour, ls="--", lw=1, label=f"{name} training")
+        val = np.array([h["val_loss"] for h in hist], dtype=float)
+        ax.plot(steps, val, color=colour, lw=1.5, label=f"{name} held-out")
+        refill = np.array([bool(h.get("refilled", False)) for h in hist])
+        if refill.any():
+            ax.plot(steps[refill], val[refill], "o", color=colour, ms=3)
+    ax.set_xlabel("optimiser steps")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
     return _save(fig, path)

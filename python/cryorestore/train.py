@@ -114,10 +114,11 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """History (one dict per epoch: epoch, train_loss, val_loss, lr, seconds), best epoch, wall time (s),
-    and why training stopped (one sentence)."""
+    """History (one dict per epoch: ``epoch`` (0-based), ``step`` (optimiser steps so far), ``train_loss``,
+    ``val_loss`` (held-out), ``lr``, ``refilled`` (the wedge methods refilled their boxes after it),
+    ``seconds``), best epoch, wall time (s), and why training stopped (one sentence)."""
 
-    history: list[dict[str, float]]
+    history: list[dict[str, Any]]
     best_epoch: int
     best_val_loss: float
     seconds: float
@@ -363,11 +364,12 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
                 modeldir.save_model_dir(out, model, model_config | {"best_epoch": epoch, "best_val_loss": vl},
                                         subs.normalization)
         reason = stop_reason(epoch, n_epochs, by_steps, best_epoch, config, (epoch + 1) * steps_per_epoch)
-        if refills and (epoch + 1) % refills == 0 and reason is None:
+        refilled_now = bool(refills) and (epoch + 1) % refills == 0 and reason is None
+        if refilled_now:
             refilled_file = _refill(method, model, train_t, train_f, config.batch_size, dctx, device, out, epoch,
                                     progress)
-        history.append({"epoch": epoch, "train_loss": tl, "val_loss": vl, "lr": lr,
-                        "seconds": time.perf_counter() - te})
+        history.append({"epoch": epoch, "step": (epoch + 1) * steps_per_epoch, "train_loss": tl, "val_loss": vl,
+                        "lr": lr, "refilled": refilled_now, "seconds": time.perf_counter() - te})
         bar.set_postfix(train=f"{tl:.4g}", val=f"{vl:.4g}", best=best_epoch + 1)
         if not live and dctx.is_main:
             print(f"epoch {epoch + 1}/{n_epochs}: train {tl:.5g}  val {vl:.5g}{'  (best)' if improved else ''}  "

@@ -148,6 +148,12 @@ def run_training(args: argparse.Namespace, out: str):
               f"{res.best_val_loss:.5g} at epoch {res.best_epoch + 1}; last train/val "
               f"{last.get('train_loss', float('nan')):.5g}/{last.get('val_loss', float('nan')):.5g}; "
               f"model in {res.model_dir}; {res.stop_reason}")
+        if res.history:
+            from pathlib import Path
+
+            from cryorestore import plots
+
+            plots.loss_curves({f"{cfg.method} ({cfg.loss})": res.history}, Path(res.model_dir) / "loss.png")
     return cfg, res
 
 
