@@ -1,10 +1,12 @@
 """Training presets: one table of option values, sized by optimiser steps, that ``--preset`` selects.
 
-* ``quick``: a small U-Net (8 base channels, one convolution per block) on 32³ crops for 1,000
-  steps of 8 boxes. Sized so that ``make demo`` (simulate, train, restore and evaluate a 64×256×256
-  tomogram) ends well inside 10 minutes on 2 CPU cores: the same network took about 0.3 s per step
-  there, and restoring and evaluating the volume under a minute. Wedge methods refill every 10
-  epochs (each refill predicts every stored box).
+* ``quick``: a small U-Net (8 base channels, one convolution per block) on 32³ crops, 8 boxes per
+  step: 1,000 steps for n2n, 600 for the missing-wedge methods, whose steps cost more (each crop is
+  cut from a randomly rotated box) and which refill every 10 epochs (each refill predicts every stored
+  box, about 40 s for the 115 boxes of a 64×256×256 tomogram on 2 CPU cores). Sized so that
+  ``make demo`` (simulate, train, restore and evaluate a 64×256×256 tomogram) ends inside 10 minutes
+  on 2 CPU cores: measured end to end ``denoise`` runs are in ``benchmarks/RESULTS.md`` (n2n about
+  4 min, DeepDeWedge and IsoNet about 6 min).
 * ``standard`` (the default): the networks' own, paper-sized options; crops of 64³ for n2n and 48³
   (boxes of 86³ before rotation; with the held-out slab and its one-crop gap they need tomograms
   at least 220 voxels long in y or x) for the wedge methods; 20,000 steps (the order of cryoCARE's
@@ -13,8 +15,9 @@
 
 Both stop early when the validation loss has not improved for ``patience`` epochs. :data:`INFERENCE`
 holds what ``denoise`` does with the trained network by default (test-time augmentation and the
-combination of f(even) and f(odd), see :mod:`cryorestore.ensemble`): both presets average the four
-quarter turns about y that training augments with (4 network passes per tile), take the mean of
+combination of f(even) and f(odd), see :mod:`cryorestore.ensemble`): both presets average the turns
+about y the method's network was trained for (n2n: the four quarter turns; the missing-wedge methods:
+the half turn, which keeps the wedge where their networks learned to fill it), take the mean of
 f(even) and f(odd) and low-pass it at the half maps' FSC=0.5 frequency
 (:func:`cryorestore.ensemble.half_fsc_lowpass`; the calibrated combination fits the signal as the half
 maps record it, CTF and reconstruction filter included, and scored below the plain mean against the
@@ -42,7 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_subtomos": {"n2n": 256, "deepdewedge": 128, "isonet": 128},
         "batch_size": 8,
         "lr": 3e-3,
-        "max_steps": 1000,
+        "max_steps": {"n2n": 1000, "deepdewedge": 600, "isonet": 600},
         "epochs": 500,
         "patience": 10,
         "refill_every": {m: 10 for m in _WEDGE},
