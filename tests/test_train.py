@@ -147,7 +147,7 @@ def test_denoise_cli_end_to_end(dataset, tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["denoise", "--even", str(dataset / "even.mrc"), "--odd", str(dataset / "odd.mrc"), "--raw",
                str(dataset / "full.mrc"), "--truth", str(dataset / "ground_truth.mrc"), "--out-dir", str(out),
-               "--epochs", "1", "--subtomo-size", "16", "--n-subtomos", "12", "--batch-size", "4", "--device", "cpu",
+               "--method", "n2n", "--epochs", "1", "--subtomo-size", "16", "--n-subtomos", "12", "--batch-size", "4", "--device", "cpu",
                "--model-option", "base_channels=4", "--model-option", "depth=2", "--no-progress", "--tile", "32"])
     assert rc == 0
     text = capsys.readouterr().out
@@ -166,7 +166,7 @@ def test_denoise_cli_end_to_end(dataset, tmp_path, capsys):
 def test_cli_bad_input_exits_2_without_output(dataset, tmp_path, capsys):
     small = tmp_path / "small.mrc"
     io.write_mrc(small, io.read_mrc(dataset / "odd.mrc").data[:, :, :60], io.read_mrc(dataset / "odd.mrc").voxel_size)
-    base = ["--epochs", "1", "--device", "cpu", "--no-progress", "--subtomo-size", "16", "--n-subtomos", "8"]
+    base = ["--method", "n2n", "--epochs", "1", "--device", "cpu", "--no-progress", "--subtomo-size", "16", "--n-subtomos", "8"]
     assert main(["train", "--even", str(dataset / "even.mrc"), "--odd", str(small), "--out", str(tmp_path / "m")] + base) == 2
     assert "shape" in capsys.readouterr().err and not (tmp_path / "m").exists()
     other_vs = tmp_path / "vs.mrc"

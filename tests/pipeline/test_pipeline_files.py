@@ -197,6 +197,13 @@ def test_test_profile_simulates_a_small_cpu_run():
     assert int(test["epochs"]) <= 5
     shape = [int(v) for v in test["sim_shape"].strip("'").split(",")]
     assert max(shape) <= 64
+    # the disjoint validation split must fit along y: training box, a gap of one crop, validation box
+    from cryorestore.methods import get_method
+
+    method = nf.config_params(CONFIG)["method"].strip("'")
+    crop = int(test["subtomo_size"])
+    box = get_method(method).extract_size(crop)
+    assert 2 * box + crop <= shape[1], f"{method}: boxes of {box} for crops of {crop} do not fit a y axis of {shape[1]}"
 
 
 @pytest.mark.parametrize("recipe", ["Dockerfile", "cryorestore.def"])
@@ -230,9 +237,9 @@ TEST_VALUES = {
     "raw": "raw/full.mrc", "restored": "sim1_restored.mrc", "truth_opt": "--truth truth/gt.mrc",
     "particles_opt": "--particles particles/p.star", "template_opt": "--template template/t.mrc",
     "membranes_opt": "--membranes membranes/m.mrc", "match_opt": "--match-step 30", "run_dirs": "runs/sim1 runs/sim2",
-    "meta.tilt_min": "-60.0", "meta.tilt_max": "60.0", "method": "n2n", "loss": "l2", "noise": "",
+    "meta.tilt_min": "-60.0", "meta.tilt_max": "60.0", "method": "isonet", "loss": "l1", "noise": "",
     "odd_opt": "--odd odd/odd.mrc", "source": "--source id=sim1 --source 'simulated=cryorestore simulate' --source seed=1",
-    "raw_map": "raw_mean.mrc", "overrides": "--epochs 2 --subtomo-size 16",
+    "raw_map": "raw_mean.mrc", "overrides": "--epochs 2 --subtomo-size 8",
 }
 
 

@@ -152,7 +152,8 @@ def test_rows_through_train_predict_evaluate(checked_rows, tmp_path):
     assert t.tilt_range == [-54.0, 54.0] and t.noise_schedule == PARAMS["single_noise_schedule"].split()
     assert versions == ["cryorestore-versions", "CRYORESTORE:TRAIN", "torch", ">", "versions.yml"]
     t = parse(commands(rendered["train_pair"])[0])
-    assert (t.method, t.loss, t.odd, t.tilt_range, t.noise_schedule) == ("n2n", "l2", ["odd/P10_odd.mrc"], [-60.0, 58.0], [])
+    assert (t.method, t.loss) == (PARAMS["method"], PARAMS["loss"]) == ("isonet", "l1")  # joint even/odd IsoNet
+    assert (t.odd, t.tilt_range, t.noise_schedule) == (["odd/P10_odd.mrc"], [-60.0, 58.0], [])
 
     p = parse(commands(rendered["predict_single"])[0])
     assert p.command == "predict" and p.odd is None and p.model_dir == "dataset_10000"

@@ -29,12 +29,14 @@ def _model_option(text: str) -> tuple[str, object]:
 
 def add_train_arguments(p: argparse.ArgumentParser, with_out: bool = True) -> None:
     """Options shared by ``train`` and ``denoise``."""
-    from cryorestore.methods import METHOD_NAMES
+    from cryorestore.methods import DEFAULT_METHOD, METHOD_NAMES
 
     p.add_argument("--even", action="append", required=True, metavar="E.mrc",
                    help="even half tomogram (repeat --even/--odd for several datasets); the only map in isonet single-map mode")
     p.add_argument("--odd", action="append", metavar="O.mrc", help="odd half tomogram, same grid as its --even")
-    p.add_argument("--method", choices=METHOD_NAMES, default="n2n", help="training scheme (default: n2n)")
+    p.add_argument("--method", choices=METHOD_NAMES, default=DEFAULT_METHOD,
+                   help="training scheme: n2n (cryoCARE-style denoising), deepdewedge or isonet (denoising and "
+                        f"missing-wedge filling; isonet also works from one map) (default: {DEFAULT_METHOD})")
     p.add_argument("--model", default="unet", help="network: unet, msdnet, scunet, swinunetr (default: unet)")
     p.add_argument("--model-option", action="append", type=_model_option, default=[], metavar="KEY=VALUE",
                    help="network option (JSON value), e.g. --model-option base_channels=16; repeatable")
@@ -44,7 +46,7 @@ def add_train_arguments(p: argparse.ArgumentParser, with_out: bool = True) -> No
                         f"(default: {DEFAULT_PRESET})")
     p.add_argument("--loss", default=None,
                    help="l1, l2 or a sum like l2+fsc; fsc alone is refused, it leaves shell amplitudes free "
-                        "(default: l2; l1 for isonet, as benchmarked)")
+                        "(default: the method's own: l1 for isonet, l2 for n2n and deepdewedge)")
     p.add_argument("--tilt-range", nargs=2, type=float, default=[-60.0, 60.0], metavar=("MIN", "MAX"),
                    help="tilt range of the data in degrees (default: -60 60)")
     for flag, kind, text in (

@@ -58,8 +58,9 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
     from cryorestore.ensemble import COMBINE_MODES, TTA_MODES
 
     parser.add_argument("--tta", choices=TTA_MODES, default=None,
-                        help="test-time augmentation of every tile: none, rot (4 quarter turns about y) or rot+flip "
-                             "(also mirrored along y) (default: the preset's)")
+                        help="test-time augmentation of every tile: none, rot (turns about y: the 4 quarter turns for "
+                             "n2n, the half turn for the wedge methods, whose networks fill the wedge in one "
+                             "orientation) or rot+flip (also mirrored along y) (default: the preset's)")
     parser.add_argument("--combine", choices=COMBINE_MODES, default=None,
                         help="mean of f(even) and f(odd); mean+lowpass: that mean low-passed at the half maps' "
                              "FSC=0.5 frequency; calibrated: per-shell weights of the mean and the raw map fitted "

@@ -17,6 +17,12 @@ from cryorestore.methods.base import TrainingMethod
 
 METHOD_NAMES = ("n2n", "deepdewedge", "isonet")
 
+#: the method ``train`` and ``denoise`` use unless ``--method`` is given: IsoNet, joint even/odd mode
+#: with half maps (denoises and fills the missing wedge), single-map mode with one map. At an equal
+#: step budget on the realistic benchmark it led n2n by 0.7-1.2 dB PSNR and 0.03-0.09 in mean
+#: apodised FSC against the truth on two seeds (``benchmarks/RESULTS.md``, "Wedge methods at equal compute").
+DEFAULT_METHOD = "isonet"
+
 
 def method_class(name: str) -> type[TrainingMethod]:
     """The class implementing method ``name`` (one of :data:`METHOD_NAMES`)."""
