@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make setup   install torch ($(TORCH_VERSION), CPU build unless one is present), the package and test tools"
-	@echo "make demo    simulate a dataset in $(DEMO_DIR)/, restore it (--preset quick), print raw / Gaussian / restored"
+	@echo "make demo    simulate a dataset in $(DEMO_DIR)/, restore it (default method, --preset quick), print raw / Gaussian / restored"
 	@echo "make test    run the test suite (slow tests excluded; make test-all runs them too)"
 	@echo "make container  build the GPU container (apptainer/singularity .sif, else docker image $(IMAGE))"
 
@@ -21,11 +21,11 @@ setup:
 	$(PYTHON) -m cryorestore.native --build || echo "make setup: native extension not built; the torch twins will be used"
 
 demo:
-	$(PYTHON) -m cryorestore simulate $(DEMO_DIR)/data --shape 64 256 256 --seed 1
+	$(PYTHON) -m cryorestore simulate $(DEMO_DIR)/data --shape 64 256 256
 	$(PYTHON) -m cryorestore fsc $(DEMO_DIR)/data/even.mrc $(DEMO_DIR)/data/odd.mrc --out $(DEMO_DIR)/fsc_even_odd.csv
 	$(PYTHON) -m cryorestore denoise --even $(DEMO_DIR)/data/even.mrc --odd $(DEMO_DIR)/data/odd.mrc \
-		--raw $(DEMO_DIR)/data/full.mrc --truth $(DEMO_DIR)/data/ground_truth.mrc --out-dir $(DEMO_DIR)/n2n \
-		--method n2n --preset quick --seed 0 --device cpu $(DEMO_ARGS)
+		--raw $(DEMO_DIR)/data/full.mrc --truth $(DEMO_DIR)/data/ground_truth.mrc --out-dir $(DEMO_DIR)/restored \
+		--preset quick --device cpu $(DEMO_ARGS)
 
 test:
 	$(PYTHON) -m pytest -m "not slow and not cuda" $(PYTEST_ARGS)
