@@ -5,8 +5,8 @@
   cut from a randomly rotated box) and which refill every 10 epochs (each refill predicts every stored
   box, about 40 s for the 115 boxes of a 64×256×256 tomogram on 2 CPU cores). Sized so that
   ``make demo`` (simulate, train, restore and evaluate a 64×256×256 tomogram) ends inside 10 minutes
-  on 2 CPU cores: measured end to end ``denoise`` runs are in ``benchmarks/RESULTS.md`` (n2n about
-  4 min, DeepDeWedge and IsoNet about 6 min).
+  on 2 CPU cores (``benchmarks/RESULTS.md``, "make demo": n2n's 1,000 steps trained in 320 s and the
+  whole demo took 6 min 35 s; IsoNet's 600 steps with 3 refills in 347 s, 6 min 43 s in all).
 * ``standard`` (the default): the networks' own, paper-sized options; crops of 64³ for n2n and 48³
   (boxes of 86³ before rotation; with the held-out slab and its one-crop gap they need tomograms
   at least 220 voxels long in y or x) for the wedge methods; 20,000 steps (the order of cryoCARE's
