@@ -186,7 +186,7 @@ def test_schema_is_valid_and_defaults_agree():
     validator = jsonschema.Draft202012Validator(SCHEMA)
     errors = [e.message for e in validator.iter_errors({k: v for k, v in values.items() if v is not None})]
     assert not errors, f"nextflow.config defaults break the schema: {errors}"
-    bad = {"method": "n2v", "split": "x2y", "epochs": 0, "sim_shape": "32,64"}
+    bad = {"method": "n2v", "split": "x2y", "epochs": 0, "sim_shape": "32,64", "loss": "fsc"}
     for k, v in bad.items():
         assert list(validator.iter_errors({**values, k: v})), f"schema accepts {k}={v!r}"
 
