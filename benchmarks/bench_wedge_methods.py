@@ -11,8 +11,8 @@ one epoch), in a subprocess, and scored by ``denoise``'s own table against the s
 * the wall time of training and restoring (on a machine doing nothing else, else not a timing).
 
 The held-out loss curves (``metrics.json`` → ``training.history``) are drawn into ``OUT/loss_curves.png``
-(one panel per method: the methods' losses are on different scales), with the epochs after which a wedge
-method refilled its boxes marked. The held-out targets never move (see
+by :func:`cryorestore.plots.loss_curves` (one panel per method: the methods' losses are on different
+scales), with the epochs after which a wedge method refilled its boxes marked. The held-out targets never move (see
 :meth:`cryorestore.methods.base.TrainingMethod.validation_batch`), so a falling held-out curve is
 convergence, not a moving target.
 
@@ -71,31 +71,6 @@ def table(reports: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(reports: dict[str, dict], path: Path) -> None:
-    """One panel per method: training (dashed) and held-out (solid) loss over optimiser steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(reports), figsize=(4.2 * len(reports), 3.4), squeeze=False)
-    for ax, (method, rep) in zip(axes[0], reports.items()):
-        hist = rep["training"]["history"]
-        steps = [h.get("step", h["epoch"] + 1) for h in hist]
-        ax.plot(steps, [h["train_loss"] for h in hist], "--", lw=1, label="training")
-        ax.plot(steps, [h["val_loss"] for h in hist], lw=1.5, label="held-out")
-        refill = [(s, h["val_loss"]) for s, h in zip(steps, hist) if h.get("refilled")]
-        if refill:
-            ax.plot(*zip(*refill), "o", ms=3, color="C1", label="refill after")
-        ax.set_title(f"{method} ({rep['loss']})")
-        ax.set_xlabel("optimiser steps")
-        ax.set_ylabel("loss")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="folder written by 'cryorestore simulate'")
@@ -112,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     text = table(reports)
     print(text)
     (Path(args.out_dir) / "table.md").write_text(text + "\n")
-    plot_curves(reports, Path(args.out_dir) / "loss_curves.png")
+    from cryorestore import plots
+
+    histories = {f"{m} ({rep['loss']})": rep["training"]["history"] for m, rep in reports.items()}
+    plots.loss_curves(histories, Path(args.out_dir) / "loss_curves.png", panels=True)
     print(f"wrote {Path(args.out_dir) / 'table.md'} and {Path(args.out_dir) / 'loss_curves.png'}")
     return 0
 

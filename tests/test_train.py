@@ -194,3 +194,19 @@ def test_cuda_training_with_amp_and_prediction(dataset, tmp_path):
     gpu = predict_volume(loaded, vol, tile=32, overlap=8, device="cuda", progress=False)
     cpu = predict_volume(load_model_dir(tmp_path / "g", "cpu"), vol, tile=32, overlap=8, amp=False, progress=False)
     assert np.corrcoef(gpu.ravel(), cpu.ravel())[0, 1] > 0.99  # bf16/fp16 autocast vs float32
+
+
+def test_loss_curves_draw_histories_with_and_without_step_counts(tmp_path):
+    """One panel per run or one shared axis; histories of older checkpoints (no 'step'/'refilled') still draw."""
+    from cryorestore import plots
+
+    new = [{"epoch": e, "step": 15 * (e + 1), "train_loss": 1.0 / (e + 1), "val_loss": 0.9 / (e + 1),
+            "refilled": e == 1} for e in range(3)]
+    old = [{"epoch": e, "train_loss": 2.0 - e, "val_loss": 1.5 - e} for e in range(2)]
+    for panels in (False, True):
+        path = plots.loss_curves({"isonet (l1)": new, "n2n (l2)": old}, tmp_path / f"l{panels}.png", panels=panels)
+        assert path.read_bytes().startswith(b"\x89PNG")
+    # one panel per run makes a wider figure than one shared axis
+    from PIL import Image
+
+    assert Image.open(tmp_path / "lTrue.png").size[0] > Image.open(tmp_path / "lFalse.png").size[0]

@@ -131,26 +131,33 @@ def f1_plot(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path:
     return _save(fig, path)
 
 
+def _draw_losses(ax, name: str, hist: Sequence[Mapping[str, Any]], colour: str) -> None:
+    steps = np.array([h.get("step", h["epoch"] + 1) for h in hist], dtype=float)
+    ax.plot(steps, [h["train_loss"] for h in hist], color=colour, ls="--", lw=1, label=f"{name} training")
+    val = np.array([h["val_loss"] for h in hist], dtype=float)
+    ax.plot(steps, val, color=colour, lw=1.5, label=f"{name} held-out")
+    refill = np.array([bool(h.get("refilled", False)) for h in hist])
+    if refill.any():
+        ax.plot(steps[refill], val[refill], "o", color=colour, ms=3, label=f"{name} refilled after")
+    ax.set_xlabel("optimiser steps")
+    ax.set_ylabel("loss")
+
+
 def loss_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: io.PathLike,
-                title: str = "Training and held-out loss") -> Path:
+                title: str = "Training and held-out loss", panels: bool = False) -> Path:
     """Loss over optimiser steps, one colour per run: ``{name: history}`` with a history as
     :class:`cryorestore.train.TrainResult` keeps it (``step``, ``train_loss``, ``val_loss``, ``refilled``).
 
     Training loss dashed, held-out (validation) loss solid; epochs after which a wedge method refilled its
     boxes are marked with a dot on the held-out curve (its training targets change there, the held-out ones
-    do not). Losses of different methods are on their own scales: compare shapes, not heights."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    do not). ``panels``: one panel per run, for runs whose losses are on different scales (different
+    methods); otherwise all runs share one axis."""
+    n = len(histories) if panels else 1
+    fig, axes = plt.subplots(1, n, figsize=(6.5 if n == 1 else 4.2 * n, 4 if n == 1 else 3.4), squeeze=False)
     for i, (name, hist) in enumerate(histories.items()):
-        colour = f"C{i % 10}"
-        steps = np.array([h.get("step", h["epoch"] + 1) for h in hist], dtype=float)
-        ax.plot(steps, [h["train_loss"] for h in hist], color=colour, ls="--", lw=1, label=f"{name} training")
-        val = np.array([h["val_loss"] for h in hist], dtype=float)
-        ax.plot(steps, val, color=colour, lw=1.5, label=f"{name} held-out")
-        refill = np.array([bool(h.get("refilled", False)) for h in hist])
-        if refill.any():
-            ax.plot(steps[refill], val[refill], "o", color=colour, ms=3)
-    ax.set_xlabel("optimiser steps")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+        ax = axes[0, i if panels else 0]
+        _draw_losses(ax, name, hist, f"C{i % 10}")
+        ax.set_title(name if panels else title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     return _save(fig, path)

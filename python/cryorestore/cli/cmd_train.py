@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from cryorestore.cli.common import add_device_option, add_seed_option, positive, tilt_range
 from cryorestore.errors import InputError
@@ -151,8 +152,6 @@ def run_training(args: argparse.Namespace, out: str):
               f"{last.get('train_loss', float('nan')):.5g}/{last.get('val_loss', float('nan')):.5g}; "
               f"model in {res.model_dir}; {res.stop_reason}")
         if res.history:
-            from pathlib import Path
-
             from cryorestore import plots
 
             plots.loss_curves({f"{cfg.method} ({cfg.loss})": res.history}, Path(res.model_dir) / "loss.png")
