@@ -35,6 +35,7 @@ def test_standard_is_the_default_and_paper_sized():
     assert cfg.preset == "standard" and cfg.model_options == {}  # the networks' own (paper-sized) defaults
     assert cfg.subtomo_size == 48 and cfg.max_steps == 20000 and cfg.patience and cfg.amp
     assert config_from_args(_args("--method", "n2n"), "m").subtomo_size == 64
+    assert cfg.refill_every == 10  # not IsoNet's every epoch: ~600 refills of all boxes over the budget
     for method in ("deepdewedge", "isonet"):
         crop = preset_values("standard", method, "unet")["subtomo_size"]
         assert 64 <= extract_size_for_rotation(crop) <= 96  # the box cut before rotation
