@@ -47,6 +47,14 @@ def row_dir(row: str, out_dir: str | Path) -> Path:
     return Path(out_dir) / row.replace(":", "_").replace("+", "-")
 
 
+def denoise_command(data: str | Path, out: str | Path) -> list[str]:
+    """``cryorestore denoise`` on a simulated dataset's halves, scored against its truth, into ``out``
+    (the options every benchmark run shares; callers append method and schedule)."""
+    d = Path(data)
+    return [sys.executable, "-m", "cryorestore", "denoise", "--even", str(d / "even.mrc"), "--odd", str(d / "odd.mrc"),
+            "--raw", str(d / "full.mrc"), "--truth", str(d / "ground_truth.mrc"), "--out-dir", str(out)]
+
+
 def train_row(row: str, args: argparse.Namespace) -> Path:
     """Run ``cryorestore denoise`` for one METHOD:MODEL:LOSS row unless its restored.mrc exists; returns it."""
     method, model, loss = row.split(":")
@@ -54,9 +62,7 @@ def train_row(row: str, args: argparse.Namespace) -> Path:
     restored = out / "restored.mrc"
     if restored.is_file() and (out / "metrics.json").is_file() and not args.force_train:
         return restored
-    d = Path(args.data)
-    cmd = [sys.executable, "-m", "cryorestore", "denoise", "--even", str(d / "even.mrc"), "--odd", str(d / "odd.mrc"),
-           "--raw", str(d / "full.mrc"), "--truth", str(d / "ground_truth.mrc"), "--out-dir", str(out),
+    cmd = [*denoise_command(args.data, out),
            "--method", method, "--model", model, "--loss", loss, "--epochs", str(args.epochs),
            "--subtomo-size", str(args.subtomo_size), "--n-subtomos", str(args.n_subtomos),
            "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--device", args.device,

@@ -30,6 +30,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_restoration  # noqa: E402
+
 METHODS = ("n2n", "deepdewedge", "isonet")
 COLUMNS = (("PSNR (dB)", "psnr", ".2f"), ("FSC=0.5 apod.", "fsc05_apod", ".3f"),
            ("mean apod. FSC 0.03-0.25", "fsc_band_apod", ".3f"), ("missing-wedge corr.", "wedge_corr", ".3f"))
@@ -40,10 +44,7 @@ def run_method(method: str, args: argparse.Namespace) -> dict:
     out = Path(args.out_dir) / method
     metrics = out / "metrics.json"
     if not metrics.is_file() or args.force:
-        d = Path(args.data)
-        cmd = [sys.executable, "-m", "cryorestore", "denoise", "--even", str(d / "even.mrc"), "--odd", str(d / "odd.mrc"),
-               "--raw", str(d / "full.mrc"), "--truth", str(d / "ground_truth.mrc"), "--out-dir", str(out),
-               "--method", method, "--preset", "quick", "--max-steps", str(args.max_steps),
+        cmd = [*bench_restoration.denoise_command(args.data, out), "--method", method, "--preset", "quick", "--max-steps", str(args.max_steps),
                "--seed", str(args.seed), "--device", args.device, "--no-progress", *args.extra]
         print("$", " ".join(cmd), flush=True)
         t0 = time.perf_counter()
