@@ -116,6 +116,52 @@ def test_noise_is_unbiased_with_shot_noise_variance(noise):
         assert abs(m.var() / expected_var - 1) < 0.03
 
 
+def test_expected_projections_are_the_mean_of_the_noisy_ones():
+    """The noise-free stack is E[measured]: checked against the mean of many independent draws, including
+    pixels opaque enough to be clipped (c·p > 1), where E[measured] = 1/c, not p."""
+    rng = np.random.default_rng(11)
+    p = rng.uniform(0.0, 140.0, (2, 6, 7)).astype(np.float32)  # c·p up to 1.4: a few opaque pixels
+    lam, c, draws = 40.0, 0.01, 4000
+    mean = np.mean([simulate.noisy_projections(p, lam, c, rng) for _ in range(draws)], axis=0, dtype=np.float64)
+    reference = np.minimum(p.astype(np.float64), 1.0 / c)  # float64, from the image model, not the code
+    sd = np.sqrt(lam * np.clip(1 - c * reference, 1e-3, None) / draws) / (lam * c)
+    assert np.all(np.abs(mean - reference) < 5 * sd + 1e-9)
+    np.testing.assert_allclose(simulate.expected_projections(p, c), reference, rtol=1e-5, atol=1e-4)
+
+
+def test_realistic_expected_image_is_the_mean_of_recorded_images():
+    rng = np.random.default_rng(12)
+    contrast = rng.normal(0.0, 100.0, (2, 5, 6)).astype(np.float32)  # V·Å, 2σ|c| < 0.5: never clipped
+    acq = realistic.Acquisition(contrast, np.array([30.0, 50.0]), realistic.interaction_constant(300.0))
+    vs, draws = 10.0, 4000
+    mean = np.mean([realistic.record(acq, 0.5, vs, rng) for _ in range(draws)], axis=0, dtype=np.float64)
+    reference = contrast.astype(np.float64) / vs  # 2σc << 1 here: no clipping, E = c / voxel
+    np.testing.assert_allclose(realistic.expected_image(acq, vs), reference, rtol=1e-4, atol=1e-5 * np.abs(reference).max())
+    lam = 0.5 * acq.electrons[:, None, None]
+    sd = np.sqrt(lam) / (2 * acq.sigma * lam * vs) / np.sqrt(draws)
+    assert np.all(np.abs(mean - reference) < 5 * sd)
+
+
+@pytest.mark.parametrize("split", ["t2t", "f2f"])
+def test_clean_tomograms_are_the_noise_free_signal_of_the_noisy_ones(tmp_path, split):
+    """clean.mrc is the reconstruction of the noise-free series: full − clean is noise, uncorrelated with
+    clean and with the other half's noise; F2F halves share one clean signal, T2T halves do not."""
+    paths = simulate.simulate_dataset(tmp_path, shape=SMALL, split=split, seed=4, frames=4)
+    v = {k: io.read_mrc(paths[k]).data.astype(np.float64)
+         for k in ("full", "even", "odd", "clean", "clean_even", "clean_odd", "ground_truth")}
+    n_full, n_even, n_odd = v["full"] - v["clean"], v["even"] - v["clean_even"], v["odd"] - v["clean_odd"]
+    assert abs(np.corrcoef(n_full.ravel(), v["clean"].ravel())[0, 1]) < 0.05
+    assert abs(np.corrcoef(n_even.ravel(), n_odd.ravel())[0, 1]) < 0.05
+    assert np.corrcoef(v["clean"].ravel(), v["ground_truth"].ravel())[0, 1] > 0.5
+    assert n_full.var() < 0.75 * n_even.var()  # the full series has twice the dose of a half
+    if split == "f2f":
+        assert np.array_equal(v["clean_even"], v["clean"]) and np.array_equal(v["clean_odd"], v["clean"])
+    else:
+        assert not np.allclose(v["clean_even"], v["clean_odd"])
+    stack = io.read_mrc(paths["tilt_series_clean"])
+    assert stack.shape == io.read_mrc(paths["tilt_series"]).shape
+
+
 def test_tilt_angles_and_dose():
     a = simulate.tilt_angles((-60, 60), 3)
     assert len(a) == 41 and a[0] == -60 and a[-1] == 60
@@ -185,7 +231,8 @@ def test_cli_simulate_writes_design_outputs(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     assert "ground_truth" in capsys.readouterr().out
     names = {"ground_truth.mrc", "full.mrc", "even.mrc", "odd.mrc", "tilts.tlt", "particles.star", "template.mrc",
-             "membranes.mrc", "tilt_series.mrc", "ctf.txt", "simulation.json", "template_blob.mrc"}
+             "membranes.mrc", "tilt_series.mrc", "ctf.txt", "simulation.json", "template_blob.mrc",
+             "clean.mrc", "clean_even.mrc", "clean_odd.mrc", "tilt_series_clean.mrc"}
     assert {p.name for p in out.iterdir()} == names
     assert np.array_equal(io.read_mrc(out / "template_blob.mrc").data, io.read_mrc(out / "template.mrc").data)
     stack = io.read_mrc(out / "tilt_series.mrc")
@@ -308,7 +355,7 @@ def test_cli_simulate_realistic_writes_the_contract(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     names = {"ground_truth.mrc", "full.mrc", "even.mrc", "odd.mrc", "tilts.tlt", "particles.star", "template.mrc",
              "membranes.mrc", "tilt_series.mrc", "ctf.txt", "simulation.json", "template_ribosome.mrc",
-             "template_ribosome_40s.mrc"}
+             "template_ribosome_40s.mrc", "clean.mrc", "clean_even.mrc", "clean_odd.mrc", "tilt_series_clean.mrc"}
     assert {p.name for p in out.iterdir()} == names
     meta = json.loads((out / "simulation.json").read_text())
     assert meta["preset"] == "realistic" and meta["dose_e_per_A2"] == 120.0 and meta["oversampling"] == 2

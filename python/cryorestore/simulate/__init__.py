@@ -84,7 +84,7 @@ BEAD_RADIUS = 2.5  # voxels
 MIN_SIZE = 24  # smallest phantom edge in voxels
 
 OUTPUT_FILES = ("ground_truth", "full", "even", "odd", "tilts", "tilt_series", "ctf", "particles", "template",
-                "membranes", "simulation")
+                "membranes", "simulation", "clean", "clean_even", "clean_odd", "tilt_series_clean")
 _SUFFIX = {"tilts": ".tlt", "particles": ".star", "ctf": ".txt", "simulation": ".json"}
 
 # (dz, dy, dx) offset from the particle centre in voxels, Gaussian sigma in voxels, density
@@ -286,6 +286,15 @@ def noisy_projections(projections: np.ndarray, lam: float, contrast: float, rng:
     return ((lam - counts) / (lam * contrast)).astype(np.float32)
 
 
+def expected_projections(projections: np.ndarray, contrast: float) -> np.ndarray:
+    """The noise-free measured projections: the expectation of :func:`noisy_projections` (any dose).
+
+    ``E[(λ − counts) / (λ c)] = (1 − clip(1 − c p, 0, ∞)) / c``, i.e. ``p`` wherever the object is not opaque.
+    """
+    expected = np.clip(1.0 - contrast * projections.astype(np.float64), 0.0, None)
+    return ((1.0 - expected) / contrast).astype(np.float32)
+
+
 # --------------------------------------------------------------------------------------------
 # the whole dataset
 # --------------------------------------------------------------------------------------------
@@ -345,7 +354,13 @@ def simulate_dataset(
     ``tilt_series.mrc`` (the noisy density-like stack (n, Y, X) in the order of tilts.tlt), ``ctf.txt``
     (CTFFIND4 format, one row per tilt; toy: defocus 0, no CTF applied), ``particles.star`` (with
     ``cryorestoreSpecies`` and ``rlnClassNumber``), ``template.mrc`` and ``template_<species>.mrc``,
-    ``membranes.mrc`` (0/1) and ``simulation.json`` (every parameter); every MRC with ``voxel_size`` Å
+    ``membranes.mrc`` (0/1) and ``simulation.json`` (every parameter); the noise-free counterparts
+    ``tilt_series_clean.mrc`` (the expectation of each noisy image: CTF, exposure filter, wedge and all,
+    no shot noise) and ``clean.mrc``, ``clean_even.mrc``, ``clean_odd.mrc`` (its reconstructions through
+    exactly the pipeline of ``full``/``even``/``odd``, phase flip included: the signal the noisy tomograms
+    share; with T2T the halves' signals differ where their tilts sample Fourier space differently, with
+    F2F both halves equal ``clean``). No random numbers are drawn for them, so the noisy files are those
+    of earlier versions bit for bit. Every MRC with ``voxel_size`` Å
     in its header. ``signal=False`` images an empty specimen (pure noise; the truth, membranes and
     particle list are then empty). ``timings``, if given, receives seconds per stage. All inputs are
     checked before anything is computed or written.
@@ -400,6 +415,7 @@ def simulate_dataset(
                       noisy_projections(proj, lam * (1.0 - f_even), contrast, rng, noise))
             stack = (f_even * halves[0] + (1.0 - f_even) * halves[1]).astype(np.float32)
         clock["noise"] = time.perf_counter() - t2
+        clean_stack = expected_projections(proj, contrast)
         params.update(contrast=float(contrast), image_formation="amplitude contrast, no CTF (toy)",
                       species=[{"name": "blob", "pdb": None, "count": int(len(particles))}])
         flip = None
@@ -427,6 +443,7 @@ def simulate_dataset(
             halves = (realistic.record(acq, f_even, vs, rng, noise), realistic.record(acq, 1.0 - f_even, vs, rng, noise))
             stack = (f_even * halves[0] + (1.0 - f_even) * halves[1]).astype(np.float32)
         clock["noise"] = time.perf_counter() - t2
+        clean_stack = realistic.expected_image(acq, vs)
 
         def flip(s: np.ndarray) -> np.ndarray:
             return ctfmod.phase_flip(s, angles, ctfs, vs, opt)
@@ -457,6 +474,9 @@ def simulate_dataset(
     else:
         e, o = (flip(h) for h in halves) if flip else halves
         tomos = reconstruct_f2f(e, o, angles, shp[0], even_fraction=f_even, device=device, progress=progress, timings=clock)
+    clean_rec = reconstruct_t2t(flip(clean_stack) if flip else clean_stack, angles, shp[0], device=device)
+    if split == "f2f":  # both halves reconstruct every tilt: they share the full series' noise-free signal
+        clean_rec["even"] = clean_rec["odd"] = clean_rec["full"]
     clock["reconstruction"] = time.perf_counter() - t3
 
     t4 = time.perf_counter()
@@ -466,6 +486,9 @@ def simulate_dataset(
         io.write_mrc(paths[name], tomos[name], vs)
     io.write_tlt(paths["tilts"], angles)
     write_stack(paths["tilt_series"], stack, vs)
+    write_stack(paths["tilt_series_clean"], clean_stack, vs)
+    for name in ("full", "even", "odd"):
+        io.write_mrc(paths["clean" if name == "full" else f"clean_{name}"], clean_rec[name], vs)
     ctfmod.write_ctffind(paths["ctf"], ctfs, vs, opt)
     io.write_particles(paths["particles"], particles)
     first = next(iter(templates))

@@ -318,6 +318,15 @@ def acquire(specimen: Specimen, angles: np.ndarray, ctfs: Sequence[ctfmod.TiltCT
     return Acquisition(contrast, lam, interaction_constant(optics.voltage))
 
 
+def expected_image(acq: Acquisition, voxel_size: float) -> np.ndarray:
+    """The noise-free images: the expectation of :func:`record` at any dose fraction (V·voxel, (n, Y, X)).
+
+    ``E[(f λ − counts) / (2σ f λ · voxel)] = (1 − clip(1 − 2σ c, 0, ∞)) / (2σ · voxel)``.
+    """
+    kept = np.clip(1.0 - 2.0 * acq.sigma * acq.contrast.astype(np.float64), 0.0, None)
+    return ((1.0 - kept) / (2.0 * acq.sigma * voxel_size)).astype(np.float32)
+
+
 def record(acq: Acquisition, fraction: float, voxel_size: float, rng: np.random.Generator, noise: str = "poisson") -> np.ndarray:
     """Draw the counts of a ``fraction`` of each tilt's dose and return the density-like images (V·voxel).
 
