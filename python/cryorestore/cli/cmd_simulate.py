@@ -17,7 +17,10 @@ DESCRIPTION = (
     "ice, projected on a 2x finer grid as a weak-phase object with a CTF (300 kV, Cs 2.7 mm, 3-5 um underfocus per "
     "tilt, astigmatism, the defocus gradient of tilted images), the cumulative exposure filter of a dose-symmetric "
     "scheme, the ice path 1/cos(theta) and Poisson noise, binned 2x2; tomograms are WBP of phase-flipped images. "
-    "--preset toy: blob particles, amplitude contrast, no CTF (fast). Writes ground_truth.mrc, full.mrc, even.mrc, "
+    "--preset teamtomo: a second, independent simulator built on teamtomo's packages (ttsim3d potentials of every "
+    "atom of every placed copy of 4V6X, torch-fourier-slice projection, torch-ctf CTF with a per-column defocus "
+    "gradient, torch-fourier-filter's critical exposure, ice with excluded volume, Poisson counts; needs the "
+    "teamtomo extra). --preset toy: blob particles, amplitude contrast, no CTF (fast). Writes ground_truth.mrc, full.mrc, even.mrc, "
     "odd.mrc (T2T: even/odd tilts; F2F: even/odd frames), tilts.tlt, tilt_series.mrc, ctf.txt (CTFFIND4 format), "
     "particles.star (with cryorestoreSpecies, rlnClassNumber), template.mrc, template_<species>.mrc, membranes.mrc "
     "and simulation.json, every MRC with the voxel size in its header."
@@ -35,11 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tilt-step", type=positive(float), default=simulate.DEFAULT_TILT_STEP, metavar="DEG",
                    help="tilt increment in degrees (default: %(default)s)")
     p.add_argument("--preset", choices=simulate.PRESETS, default="realistic",
-                   help="realistic (CTF, real molecules) or toy (blobs, no CTF) (default: %(default)s)")
+                   help="realistic (CTF, real molecules), teamtomo (the same physics through teamtomo's packages) or toy "
+                        "(blobs, no CTF) (default: %(default)s)")
     p.add_argument("--dose", type=positive(float), default=None, metavar="E_PER_A2",
-                   help="total electron dose over the tilt series in e/Å² (default: 120 realistic, 110 toy)")
+                   help="total electron dose over the tilt series in e/Å² (default: 120 realistic and teamtomo, 110 toy)")
     p.add_argument("--astigmatism", type=float, default=None, metavar="A",
-                   help="realistic: defocus 1 - defocus 2 in Å (default: 300)")
+                   help="realistic, teamtomo: defocus 1 - defocus 2 in Å (default: 300)")
     add_optics_arguments(p)
     p.add_argument("--split", choices=("t2t", "f2f"), default="t2t",
                    help="half sets: t2t = even/odd tilts, f2f = even/odd frames of every tilt (default: %(default)s)")

@@ -298,7 +298,7 @@ def expected_projections(projections: np.ndarray, contrast: float) -> np.ndarray
 # --------------------------------------------------------------------------------------------
 # the whole dataset
 # --------------------------------------------------------------------------------------------
-PRESETS = ("realistic", "toy")
+PRESETS = ("realistic", "toy", "teamtomo")
 
 
 def _check_inputs(shape, voxel_size, tilt_range, tilt_step, dose, split, frames, noise, contrast, preset):
@@ -368,10 +368,10 @@ def simulate_dataset(
     from cryorestore.simulate import realistic
 
     if dose is None:
-        dose = realistic.DEFAULT_DOSE if preset == "realistic" else DEFAULT_DOSE
+        dose = realistic.DEFAULT_DOSE if preset in ("realistic", "teamtomo") else DEFAULT_DOSE
     shp, angles = _check_inputs(shape, voxel_size, tilt_range, tilt_step, dose, split, frames, noise, contrast, preset)
-    if preset == "realistic" and min(shp) * voxel_size < 2 * 160.0 + 2 * voxel_size:
-        raise InputError(f"the realistic preset needs every edge of at least {int(2 * 160 + 2 * voxel_size)} Å "
+    if preset in ("realistic", "teamtomo") and min(shp) * voxel_size < 2 * 160.0 + 2 * voxel_size:
+        raise InputError(f"the {preset} preset needs every edge of at least {int(2 * 160 + 2 * voxel_size)} Å "
                          f"(a ribosome is 320 Å across); shape {shp} at {voxel_size:g} Å is smaller")
     opt = optics if optics is not None else ctfmod.Optics()
     out = Path(out_dir)
@@ -419,6 +419,38 @@ def simulate_dataset(
         params.update(contrast=float(contrast), image_formation="amplitude contrast, no CTF (toy)",
                       species=[{"name": "blob", "pdb": None, "count": int(len(particles))}])
         flip = None
+    elif preset == "teamtomo":
+        from cryorestore.simulate import teamtomo
+
+        teamtomo._require()
+        tspec = teamtomo.make_specimen(shp, vs, rng, opt.voltage, device=device, timings=clock)
+        clock["phantom"] = time.perf_counter() - t0
+        if not signal:
+            tspec.truth[...] = 0.0
+            tspec.membranes[...] = False
+            tspec.particles = tspec.particles.iloc[0:0]
+            tspec.counts = {k: 0 for k in tspec.counts}
+        truth, particles, membranes = tspec.truth, tspec.particles, tspec.membranes
+        atoms = teamtomo.load_atoms()
+        templates = {name: teamtomo.template(atoms[name], vs, voltage_kv=opt.voltage) for name, _, _ in realistic.molecules.SPECIES}
+        order = teamtomo.dose_symmetric_order(angles)
+        astig = teamtomo.DEFAULT_ASTIGMATISM_A if astigmatism is None else float(astigmatism)
+        ctfs = teamtomo.draw_ctfs(n, rng, astig)
+        tacq = teamtomo.acquire(tspec, angles, ctfs, order, float(dose), opt, timings=clock)
+        t2 = time.perf_counter()
+        if split == "t2t":
+            stack = teamtomo.record(tacq, 1.0, vs, rng, noise)
+            halves = None
+        else:
+            halves = (teamtomo.record(tacq, f_even, vs, rng, noise), teamtomo.record(tacq, 1.0 - f_even, vs, rng, noise))
+            stack = (f_even * halves[0] + (1.0 - f_even) * halves[1]).astype(np.float32)
+        clock["noise"] = time.perf_counter() - t2
+        clean_stack = teamtomo.expected_image(tacq, vs)
+
+        def flip(s: np.ndarray) -> np.ndarray:
+            return ctfmod.phase_flip(s, angles, ctfs, vs, opt)
+
+        params.update(teamtomo.describe(tspec, ctfs, order, tacq, opt, astig))
     else:
         spec = realistic.make_specimen(shp, vs, rng, progress=progress)
         clock["phantom"] = time.perf_counter() - t0
