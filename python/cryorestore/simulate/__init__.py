@@ -6,6 +6,10 @@ CTF file in the CTFFIND4 format, particle list with species, templates, membrane
 * ``realistic`` (:mod:`cryorestore.simulate.realistic`, the default of ``cryorestore simulate``): real
   molecules from an atomic model (:mod:`cryorestore.simulate.molecules`), bilayers, gold and ice, imaged
   as a weak-phase object with a CTF, exposure damage, ice attenuation and shot noise on a 2× finer grid;
+* ``teamtomo`` (:mod:`cryorestore.simulate.teamtomo`): the same kind of specimen and physics computed by teamtomo's
+  packages (ttsim3d potentials of every atom, torch-fourier-slice projection, torch-ctf CTF with the defocus
+  gradient, torch-fourier-filter's critical exposure), an image formation that shares none of our projector
+  and CTF code; tomograms through our phase flip and WBP (the ``teamtomo`` extra);
 * ``toy`` (this module; fast, for unit tests): the blob phantom below with pure amplitude contrast.
 
 Geometry and handedness are those of :mod:`cryorestore.projection`: positive tilt turns +x toward +z,
@@ -346,8 +350,9 @@ def simulate_dataset(
     ``preset``: ``toy`` (the blob phantom, amplitude contrast ``contrast``, no CTF; the default of this
     function so that unit tests stay fast) or ``realistic`` (:mod:`cryorestore.simulate.realistic`: real
     molecules, CTF with the defocus gradient, exposure filter, ice path, 2× oversampled projection;
-    the default of ``cryorestore simulate``). ``dose`` (e/Å² over the series) defaults to
-    :data:`DEFAULT_DOSE` (toy) or ``realistic.DEFAULT_DOSE``.
+    the default of ``cryorestore simulate``) or ``teamtomo`` (:mod:`cryorestore.simulate.teamtomo`: the same
+    contract from teamtomo's packages). ``dose`` (e/Å² over the series) defaults to
+    :data:`DEFAULT_DOSE` (toy) or ``realistic.DEFAULT_DOSE`` (realistic, teamtomo).
 
     Files: ``ground_truth.mrc`` (the phantom / potential), ``full.mrc``, ``even.mrc``, ``odd.mrc`` (WBP
     tomograms on the same grid; realistic: from phase-flipped images), ``tilts.tlt``,

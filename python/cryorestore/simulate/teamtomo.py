@@ -488,8 +488,10 @@ def exposure_filter(shape: tuple[int, int], pixel_size: float, pre_exposure: flo
 
 
 def tilted_filter(image: np.ndarray | torch.Tensor, angle_deg: float, tilt_ctf: ctfmod.TiltCTF, pixel_size: float,
-                  optics: ctfmod.Optics, extra: torch.Tensor | None = None, step_a: float = DEFOCUS_STEP_A) -> np.ndarray:
-    """Apply torch-ctf's CTF with the defocus gradient of a tilted (Y, X) image (times ``extra`` on the rfft grid).
+                  optics: ctfmod.Optics, extra: torch.Tensor | None = None, step_a: float = DEFOCUS_STEP_A,
+                  absolute: bool = False) -> np.ndarray:
+    """Apply torch-ctf's CTF with the defocus gradient of a tilted (Y, X) image (times ``extra`` on the rfft grid;
+    ``absolute``: its modulus |CTF|, what a perfect phase flip of the CTF-filtered image leaves).
 
     The image is filtered at a ladder of defoci from the leftmost to the rightmost column's
     (:func:`column_defocus`), at most ``step_a`` Å apart; each column takes the linear interpolation, in
@@ -503,6 +505,8 @@ def tilted_filter(image: np.ndarray | torch.Tensor, angle_deg: float, tilt_ctf: 
     rungs = np.linspace(lo, hi, k) if k > 1 else np.array([lo])
     spec = torch.fft.rfft2(img)
     filt = ctf_2d(rungs, tilt_ctf, (ny, nx), pixel_size, optics)
+    if absolute:
+        filt = filt.abs()
     if extra is not None:
         filt = filt * extra
     stack = torch.fft.irfft2(spec[None] * filt, s=(ny, nx)).numpy()  # (k, Y, X)
