@@ -35,7 +35,7 @@ def radial_power_2d(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def measure(d: Path) -> dict:
     sim = json.loads((d / "simulation.json").read_text())
-    vol = {n: io.read_mrc(d / f"{n}.mrc")[0].astype(np.float64) for n in ("ground_truth", "full", "even", "odd", "clean")}
+    vol = {n: io.read_mrc(d / f"{n}.mrc").data.astype(np.float64) for n in ("ground_truth", "full", "even", "odd", "clean")}
     vs = float(sim["voxel_size_A"])
     shape = vol["full"].shape
     freqs = fourier.shell_frequencies(shape)
