@@ -241,3 +241,16 @@ def test_teamtomo_preset_writes_the_contract(tmp_path):
     vol = {n: io.read_mrc(paths[n]).data.ravel() for n in ("full", "clean", "ground_truth")}
     assert np.corrcoef(vol["clean"], vol["ground_truth"])[0, 1] > np.corrcoef(vol["full"], vol["ground_truth"])[0, 1] + 0.05
     assert np.abs(vol["ground_truth"]).max() > 1.0  # molecules, in volts
+
+
+def test_missing_package_is_one_line_naming_the_extra(monkeypatch, tmp_path):
+    """Without ttsim3d the preset stops before writing anything, with the pip command to run."""
+    import sys
+
+    from cryorestore import simulate
+    from cryorestore.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "ttsim3d", None)  # import ttsim3d → ImportError
+    with pytest.raises(InputError, match=r"cryorestore\[teamtomo\]"):
+        simulate.simulate_dataset(tmp_path / "out", shape=(48, 48, 48), voxel_size=10.0, preset="teamtomo")
+    assert not (tmp_path / "out").exists()

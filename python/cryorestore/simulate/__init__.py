@@ -427,7 +427,7 @@ def simulate_dataset(
     elif preset == "teamtomo":
         from cryorestore.simulate import teamtomo
 
-        teamtomo._require()
+        teamtomo.require_packages()
         tspec = teamtomo.make_specimen(shp, vs, rng, opt.voltage, device=device, timings=clock)
         clock["phantom"] = time.perf_counter() - t0
         if not signal:

@@ -98,7 +98,7 @@ CROWDING = 8.0  # one molecule per CROWDING exclusion-sphere volumes of the regi
 PAD_FACTOR = 2.0  # torch-fourier-slice's padding of the cube
 
 
-def _require() -> None:
+def require_packages() -> None:
     """InputError naming the extra when the teamtomo packages are missing."""
     missing = []
     for mod in ("ttsim3d", "torch_fourier_slice", "torch_ctf", "torch_fourier_filter"):
@@ -253,7 +253,7 @@ def _distance_from_sphere(shape: tuple[int, int, int], centre_vox: np.ndarray, r
 def make_specimen(shape: Sequence[int], voxel_size: float, rng: np.random.Generator, voltage_kv: float = ctfmod.DEFAULT_VOLTAGE,
                   device: torch.device | str | None = None, timings: dict[str, float] | None = None) -> Specimen:
     """Build the specimen (see the module docstring) on a (Z, Y, X) grid of ``voxel_size`` Å voxels."""
-    _require()
+    require_packages()
     t0 = time.perf_counter()
     shp = tuple(int(n) for n in shape)
     vs = float(voxel_size)
@@ -542,7 +542,7 @@ class Acquisition:
 def acquire(specimen: Specimen, angles: np.ndarray, ctfs: Sequence[ctfmod.TiltCTF], order: np.ndarray, dose: float,
             optics: ctfmod.Optics, timings: dict[str, float] | None = None) -> Acquisition:
     """Project, apply the CTF with its gradient and the exposure filter, and set the counts scale (steps 1–4)."""
-    _require()
+    require_packages()
     t0 = time.perf_counter()
     vs = specimen.voxel_size
     proj = project(specimen.truth, angles) * vs  # V·Å
