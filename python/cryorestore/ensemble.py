@@ -219,3 +219,39 @@ def combine_outputs(outputs: Sequence[np.ndarray], even: np.ndarray, odd: np.nda
     if mode == "calibrated":
         return calibrated_combination(outputs[0], outputs[1], even, odd, tilt_range).volume
     return half_fsc_lowpass(mean_of(outputs), even, odd)
+
+
+def combine_halves(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray, odd: np.ndarray, mode: str,
+                   tilt_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The combination ``mode`` split into a map of each half, ``(g(even), g(odd), params)`` (float32).
+
+    Every combination of :data:`COMBINE_MODES` is linear in ``(f(e), f(o), e, o)`` once its data-driven
+    parameters are fixed, and symmetric in the halves, so it is the mean of ``g(e)`` and ``g(o)`` with
+
+    * ``mean``: ``g(e) = f(e)``;
+    * ``mean+lowpass``: ``g(e) = L f(e)``, ``L`` the Gaussian of :func:`half_fsc_lowpass`;
+    * ``calibrated``: ``g(e) = α_k F(e) + β_k E`` per shell (:func:`combination_weights`).
+
+    ``(g(e) + g(o)) / 2`` is :func:`combine_outputs`'s map. ``g(e)`` depends on the odd half only through
+    the parameters (one Gaussian width, or two weights per shell, from sums over the whole map), which is
+    what :mod:`cryorestore.evaluate.truthfree` needs to score the combination on a held-out region.
+    """
+    check_combine(mode)
+    from cryorestore import baseline
+
+    fe = np.asarray(f_even, dtype=np.float64)
+    fo = np.asarray(f_odd, dtype=np.float64)
+    if mode == "mean":
+        return fe.astype(np.float32), fo.astype(np.float32), {"combine": mode}
+    if mode == "mean+lowpass":
+        f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), np.shape(even), thresholds=(LOWPASS_FSC,))[LOWPASS_FSC]
+        sigma = baseline.sigma_for_frequency(f0.frequency)
+        return (baseline.gaussian_lowpass(fe, sigma).astype(np.float32),
+                baseline.gaussian_lowpass(fo, sigma).astype(np.float32), {"combine": mode, "sigma_voxels": sigma})
+    shape = np.shape(even)
+    alpha, beta = combination_weights(fe, fo, even, odd, tilt_range)
+    idx = fourier.shell_index(shape).clamp(max=len(alpha) - 1)
+    a, b = torch.from_numpy(alpha)[idx], torch.from_numpy(beta)[idx]
+    ge = torch.fft.irfftn(a * _spectrum(fe) + b * _spectrum(even), s=shape).numpy().astype(np.float32)
+    go = torch.fft.irfftn(a * _spectrum(fo) + b * _spectrum(odd), s=shape).numpy().astype(np.float32)
+    return ge, go, {"combine": mode, "weight_restored": alpha.tolist(), "weight_raw": beta.tolist()}
