@@ -218,7 +218,7 @@ def test_holdout_parsing_and_errors():
         tf.holdout_from_config({}, SHAPE)
     h = tf.holdout_from_config({"holdout": [{"axis": 2, "start": 30, "stop": 48, "shape": list(SHAPE)}]}, SHAPE)
     assert h.box[2] == (30, 48)
-    with pytest.raises(InputError, match="trained on a tomogram of shape"):
+    with pytest.raises(InputError, match="trained on tomograms of shape"):
         tf.holdout_from_config({"holdout": [{"axis": 2, "start": 30, "stop": 48, "shape": [1, 2, 3]}]}, SHAPE)
     m = np.zeros(SHAPE)
     m[4:10, 5:7, 1:3] = 1

@@ -148,6 +148,19 @@ class SlabSplit:
     train_stop: int
     val_start: int
 
+    def holdout(self, shape: Sequence[int]) -> dict:
+        """The held-out slab in the *input* tomogram's voxels, for the model directory's ``config.json``:
+        ``axis`` (1 y, 2 x), ``start``, ``stop`` (exclusive; the slab no training box touches),
+        ``train_stop`` (training boxes lie below it) and the tomogram's ``shape`` (z, y, x).
+
+        The split axis is never padded (:func:`slab_split` needs at least two boxes along it and
+        :func:`pad_to_box` pads only axes shorter than one), so padded and input coordinates agree on it."""
+        n = int(shape[self.axis])
+        if not 0 < self.val_start < n:
+            raise ValueError(f"the split {self} does not lie in a tomogram of shape {tuple(shape)}")
+        return {"axis": self.axis, "start": self.val_start, "stop": n, "train_stop": self.train_stop,
+                "shape": [int(v) for v in shape]}
+
     def describe(self) -> str:
         a = "zyx"[self.axis]
         return f"training boxes in {a} < {self.train_stop}, validation boxes in {a} >= {self.val_start}"

@@ -340,7 +340,9 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
     # release with different defaults still rebuilds this exact architecture from config.json.
     model_config = config.to_dict() | {"extract_size": extract, "n_parameters": n_params, "voxel_size": voxel,
                                        "tilt_range": list(config.tilt_range),
-                                       "model_options": dict(model.options), "world_size": dctx.world_size}
+                                       "model_options": dict(model.options), "world_size": dctx.world_size,
+                                       "holdout": [sp.holdout(io.read_mrc_header(e)[0])
+                                                   for sp, e in zip(subs.splits, config.even)]}
     live = is_live(progress)
     t0 = time.perf_counter()
     epochs = range(start, n_epochs) if reason is None else range(0)

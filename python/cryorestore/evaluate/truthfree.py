@@ -178,21 +178,52 @@ def mask_region(mask: np.ndarray, shape: Sequence[int], name: str = "mask") -> R
 
 
 def holdout_from_config(config: Mapping, shape: Sequence[int], model_dir: str = "the model directory",
-                        index: int = 0) -> Region:
+                        even_path: str | None = None) -> Region:
     """The held-out slab the trainer recorded in a model directory's ``config.json`` (``holdout``, one
-    entry per training tomogram: ``axis``, ``start``, ``stop`` in the input tomogram's voxels, ``shape``)."""
-    entries = config.get("holdout")
+    entry per training tomogram, in the order of ``even``: ``axis``, ``start``, ``stop`` in the input
+    tomogram's voxels, ``shape``). With several, the entry whose tomogram is ``even_path`` (same file), else
+    the only one of the maps' shape."""
+    from pathlib import Path
+
+    entries = list(config.get("holdout") or [])
     if not entries:
         raise InputError(f"{model_dir} records no held-out slab (trained before cryorestore recorded it); "
                          f"give the region yourself with --holdout AXIS:START:STOP or --holdout-mask")
-    if not 0 <= index < len(entries):
-        raise InputError(f"{model_dir} records {len(entries)} held-out slabs; --tomogram {index + 1} does not exist")
-    h = entries[index]
-    if tuple(h["shape"]) != tuple(int(s) for s in shape):
-        raise InputError(f"{model_dir} was trained on a tomogram of shape {tuple(h['shape'])}, not on these maps "
-                         f"{tuple(shape)}; give the held-out region with --holdout or --holdout-mask")
-    return slab_region(shape, int(h["axis"]), int(h["start"]), int(h["stop"]),
-                       f"slab {'zyx'[int(h['axis'])]} in [{h['start']}, {h['stop']}) held out in training")
+    shape = tuple(int(v) for v in shape)
+    evens = list(config.get("even") or [])
+    chosen = None
+    if even_path is not None:
+        for i, h in enumerate(entries):
+            try:
+                if i < len(evens) and Path(evens[i]).samefile(even_path):
+                    chosen = h
+            except OSError:
+                pass
+    if chosen is None:
+        fits = [h for h in entries if tuple(h["shape"]) == shape]
+        if len(fits) != 1:
+            shapes = ", ".join(str(tuple(h["shape"])) for h in entries)
+            raise InputError(f"{model_dir} was trained on tomograms of shape {shapes}, and none of them is "
+                             f"unambiguously these maps {shape}; give the held-out region with --holdout or "
+                             f"--holdout-mask")
+        chosen = fits[0]
+    if tuple(chosen["shape"]) != shape:
+        raise InputError(f"{model_dir} was trained on a tomogram of shape {tuple(chosen['shape'])}, not on these "
+                         f"maps {shape}; give the held-out region with --holdout or --holdout-mask")
+    a = int(chosen["axis"])
+    return slab_region(shape, a, int(chosen["start"]), int(chosen["stop"]),
+                       f"slab {'zyx'[a]} in [{chosen['start']}, {chosen['stop']}) held out in training")
+
+
+def training_overlap(config: Mapping, region: Region) -> str | None:
+    """A sentence when ``region`` reaches into the part of a training tomogram (of the same shape) where
+    the model directory says training boxes lay, else None: the estimate there is biased (optimistic)."""
+    for h in config.get("holdout") or []:
+        a, stop = int(h["axis"]), int(h.get("train_stop", h["start"]))
+        if region.box[a][0] < stop:
+            return (f"the region reaches {'zyx'[a]} < {stop}, where the model's training boxes lay: the estimate "
+                    f"there is optimistic (the network has seen that noise)")
+    return None
 
 
 def expanded_box(region: Region, shape: Sequence[int], margin: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
@@ -538,6 +569,85 @@ def model_halves(loaded, even: np.ndarray, odd: np.ndarray, region: Region, comb
     how = (f"{loaded.config['method']} network on each half alone (tta {tta}), combination '{combine}' "
            f"applied to each half's output")
     return HalfMaps(ge[inner], go[inner], how), params | {"margin_voxels": margin}
+
+
+#: margin (voxels) around the region for the classical filters (four times the widest Gaussian of the grid)
+FILTER_MARGIN = 16
+
+
+def run_score(even: np.ndarray, odd: np.ndarray, region: Region, *, loaded=None, combine: str | None = None,
+              tta: str | None = None, restored: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+              model_halves_region: HalfMaps | None = None, clean: np.ndarray | None = None,
+              truth: np.ndarray | None = None, tilt_range: tuple[float, float] | None = None,
+              block: int = BLOCK, n_boot: int = N_BOOTSTRAP, seed: int = 0, tile: int | None = None,
+              overlap: int | None = None, batch_size: int = 4, device: torch.device | str = "cpu",
+              progress: bool = False) -> tuple[ScoreResult, dict]:
+    """Score raw, the Gaussian chosen by the score, the half-map Wiener filter and the given restorations
+    on ``region`` of the whole (z, y, x) half maps ``even``/``odd`` (arrays or memory maps).
+
+    Restorations: ``loaded`` (a model directory; the row is named after its method; ``combine``/``tta``
+    default to its preset's, see :func:`model_halves`), ``model_halves_region`` (that row already
+    computed, e.g. by ``denoise``) and ``restored`` (``{name: (map of the even half, map of the odd half)}``
+    on the whole grid, e.g. another program's output for each half). ``clean``/``truth`` are whole maps.
+    Returns the result and ``{row: parameters}``."""
+    shape = tuple(np.shape(even))
+    outer, inner = expanded_box(region, shape, FILTER_MARGIN)
+    eo, oo = (np.asarray(v[outer], dtype=np.float64) for v in (even, odd))
+    maps: dict[str, HalfMaps] = {}
+    params: dict[str, dict] = {}
+    maps["gaussian"], params["gaussian"] = gaussian_halves(eo, oo, inner, region.mask)
+    maps["wiener"], params["wiener"] = wiener_halves(eo, oo, inner)
+    if loaded is not None:
+        from cryorestore.presets import inference_values
+
+        preset = loaded.config.get("preset")
+        chosen = inference_values(preset) if preset else {"tta": "none", "combine": "mean"}
+        chosen |= {k: v for k, v in (("tta", tta), ("combine", combine)) if v is not None}
+        name = str(loaded.config["method"])
+        maps[name], params[name] = model_halves(loaded, even, odd, region, chosen["combine"], chosen["tta"], tile=tile,
+                                                overlap=overlap, batch_size=batch_size, device=device,
+                                                progress=progress)
+        params[name] |= chosen
+    if model_halves_region is not None:
+        maps["restored"] = model_halves_region
+    for name, (ge, go) in (restored or {}).items():
+        maps[name] = HalfMaps(np.asarray(ge[region.slices], dtype=np.float64),
+                              np.asarray(go[region.slices], dtype=np.float64),
+                              "maps of each half given by the user (made elsewhere); scored as given")
+    sl = region.slices
+    cut = (lambda v: None if v is None else np.asarray(v[sl], dtype=np.float64))
+    result = score_maps(np.asarray(even[sl], dtype=np.float64), np.asarray(odd[sl], dtype=np.float64), maps,
+                        region, tilt_range=tilt_range, clean=cut(clean), truth=cut(truth), block=block,
+                        n_boot=n_boot, seed=seed)
+    return result, params
+
+
+def write_score(result: ScoreResult, params: Mapping[str, dict], out_dir, extra: Mapping | None = None,
+                stem: str = "score") -> list:
+    """Write ``OUT/<stem>.json`` (figures, flags, parameters, ``extra``), ``OUT/<stem>_curves.json`` and the
+    figure ``OUT/<stem>.png`` (:func:`cryorestore.plots.truthfree_plot`), each atomically; return the paths."""
+    import json
+    from pathlib import Path
+
+    from cryorestore import io, plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = result.to_dict() | {"parameters": dict(params)} | dict(extra or {})
+    curves = result.curves()
+    paths = [io.write_text(out / f"{stem}.json", json.dumps(doc, indent=2, default=_json_default) + "\n"),
+             io.write_text(out / f"{stem}_curves.json", json.dumps(curves, indent=1) + "\n"),
+             plots.truthfree_plot(result.frequencies, result.half_fsc, result.cross_fsc_bound, curves["cross_fsc"],
+                                  curves["removed_corr"], out / f"{stem}.png", result.nosignal_shells)]
+    return paths
+
+
+def _json_default(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
 # --------------------------------------------------------------------------------------------
