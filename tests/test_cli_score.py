@@ -101,3 +101,46 @@ def test_bad_input_exits_2_with_nothing_written(trained, tmp_path, capsys):
                 + base) == 2
     assert "shape" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _bench_module(name):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_truthfree_on_one_tiny_case(tmp_path, capsys):
+    """A case with a known shared signal (clean = s): the Gaussian's estimate is close to its true gain,
+    the table has every row, the summary its figures, and the T2T line its signal difference."""
+    rng = np.random.default_rng(4)
+    shape = (32, 64, 64)
+    s = ndimage.gaussian_filter(rng.standard_normal(shape), 2.0)
+    s *= 2.0 / s.std()
+    sim = tmp_path / "sim"
+    sim.mkdir()
+    delta = 0.05 * ndimage.gaussian_filter(rng.standard_normal(shape), 0.7)
+    for name, v in (("even", s + delta + rng.standard_normal(shape)), ("odd", s - delta + rng.standard_normal(shape)),
+                    ("clean", s), ("ground_truth", s), ("clean_even", s + delta), ("clean_odd", s - delta)):
+        io.write_mrc(sim / f"{name}.mrc", v.astype(np.float32), 10.0)
+    run = tmp_path / "n2n"
+    train(TrainConfig(even=[str(sim / "even.mrc")], odd=[str(sim / "odd.mrc")], out=str(run / "model"), method="n2n",
+                      model="unet", model_options=dict(TINY), subtomo_size=16, n_subtomos=16, epochs=2, batch_size=4,
+                      device="cpu", seed=1), progress=False)
+    io.write_text(run / "metrics.json", json.dumps({"inference": {"tta": "none", "combine": "mean"}}))
+    bench = _bench_module("bench_truthfree")
+    out = tmp_path / "t.json"
+    assert bench.main(["--case", str(sim), str(run), "--n-bootstrap", "200", "--tile", "32", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| sim | gaussian |" in text and "| sim | n2n |" in text and "Spearman" in text and "T2T" in text
+    doc = json.loads(out.read_text())
+    rows = {r["map"]: r for r in doc["cases"][0]["rows"]}
+    assert set(rows) == {"raw", "gaussian", "wiener", "n2n"}
+    assert abs(rows["gaussian"]["est"] - rows["gaussian"]["true"]) < 1.0
+    t2t = doc["cases"][0]["t2t"]
+    sl = (slice(None), slice(doc["cases"][0]["region"]["box"][1][0], 64), slice(None))
+    assert t2t["delta2"] == pytest.approx(float(np.mean(delta[sl].astype(np.float32).astype(np.float64) ** 2)), rel=1e-3)
+    assert doc["summary"]["n_rows"] == 4 and -1 <= doc["summary"]["spearman"] <= 1

@@ -239,15 +239,17 @@ def combine_halves(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray, odd:
     check_combine(mode)
     from cryorestore import baseline
 
-    fe = np.asarray(f_even, dtype=np.float64)
-    fo = np.asarray(f_odd, dtype=np.float64)
+    fe = np.asarray(f_even, dtype=np.float32)
+    fo = np.asarray(f_odd, dtype=np.float32)
     if mode == "mean":
-        return fe.astype(np.float32), fo.astype(np.float32), {"combine": mode}
+        return fe, fo, {"combine": mode}
     if mode == "mean+lowpass":
+        from scipy import ndimage
+
         f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), np.shape(even), thresholds=(LOWPASS_FSC,))[LOWPASS_FSC]
         sigma = baseline.sigma_for_frequency(f0.frequency)
-        return (baseline.gaussian_lowpass(fe, sigma).astype(np.float32),
-                baseline.gaussian_lowpass(fo, sigma).astype(np.float32), {"combine": mode, "sigma_voxels": sigma})
+        lp = [ndimage.gaussian_filter(v, sigma, mode="reflect", output=np.float32) for v in (fe, fo)]
+        return lp[0], lp[1], {"combine": mode, "sigma_voxels": sigma}
     shape = np.shape(even)
     alpha, beta = combination_weights(fe, fo, even, odd, tilt_range)
     idx = fourier.shell_index(shape).clamp(max=len(alpha) - 1)

@@ -105,14 +105,27 @@ def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = N
 
 
 def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None, combine: str = "mean",
-            **kwargs) -> np.ndarray:
+            halves: bool = False, **kwargs):
     """The restored map from the network's outputs over the method's prediction inputs, combined by
-    :func:`cryorestore.ensemble.combine_outputs` (``mean``: cryoCARE's mean of f(even) and f(odd))."""
+    :func:`cryorestore.ensemble.combine_outputs` (``mean``: cryoCARE's mean of f(even) and f(odd)).
+
+    ``halves`` (with ``odd``): return ``(restored, g(even), g(odd))``, the combination split into a map of
+    each half (:func:`cryorestore.ensemble.combine_halves`; ``restored`` is their mean), which the
+    truth-free score and the uncertainty map need; the network runs once per half as without it."""
     from cryorestore import ensemble
     from cryorestore.methods import method_class
 
     ensemble.check_combine(combine)
     inputs = list(method_class(loaded.config["method"]).prediction_inputs(even, odd))
+    if halves:
+        if odd is None or len(inputs) != 2:
+            raise InputError("a map of each half needs both half maps")
+        outs = [predict_volume(loaded, v, **kwargs) for v in inputs]
+        ge, go, _ = ensemble.combine_halves(outs[0], outs[1], even, odd, combine, tuple(loaded.config["tilt_range"]))
+        del outs
+        mean = np.add(ge, go, dtype=np.float32)
+        mean *= np.float32(0.5)
+        return mean, ge, go
     if combine == "calibrated" and odd is not None and len(inputs) == 2:  # needs f(even) and f(odd) apart
         outs = [predict_volume(loaded, v, **kwargs) for v in inputs]
         return ensemble.combine_outputs(outs, even, odd, combine, tuple(loaded.config["tilt_range"]))
