@@ -144,3 +144,20 @@ def test_bench_truthfree_on_one_tiny_case(tmp_path, capsys):
     sl = (slice(None), slice(doc["cases"][0]["region"]["box"][1][0], 64), slice(None))
     assert t2t["delta2"] == pytest.approx(float(np.mean(delta[sl].astype(np.float32).astype(np.float64) ** 2)), rel=1e-3)
     assert doc["summary"]["n_rows"] == 4 and -1 <= doc["summary"]["spearman"] <= 1
+
+
+def test_evaluate_adds_the_truth_free_block(trained, tmp_path, capsys):
+    even, odd, model = str(trained / "even.mrc"), str(trained / "odd.mrc"), str(trained / "model")
+    out = tmp_path / "ev" / "metrics.json"
+    out.parent.mkdir()
+    rc = main(["evaluate", "--raw", str(trained / "full.mrc"), "--restored", str(trained / "full.mrc"), "--even", even,
+               "--odd", odd, "--model", model, "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    assert "truth-free score" in capsys.readouterr().out
+    m = json.loads(out.read_text())["metrics"]
+    assert m["tf_gain_db_raw"] == pytest.approx(0.0, abs=1e-9) and "tf_gain_db_n2n" in m
+    assert (out.parent / "score.json").is_file() and (out.parent / "score.png").is_file()
+    bad = tmp_path / "bad" / "metrics.json"
+    assert main(["evaluate", "--raw", str(trained / "full.mrc"), "--restored", str(trained / "full.mrc"), "--even", even,
+                 "--model", model, "--out", str(bad)]) == 2
+    assert "--even, --odd and --model together" in capsys.readouterr().err and not bad.parent.exists()

@@ -52,6 +52,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from cryorestore import fourier
 from cryorestore.errors import InputError
@@ -244,8 +245,6 @@ def combine_halves(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray, odd:
     if mode == "mean":
         return fe, fo, {"combine": mode}
     if mode == "mean+lowpass":
-        from scipy import ndimage
-
         f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), np.shape(even), thresholds=(LOWPASS_FSC,))[LOWPASS_FSC]
         sigma = baseline.sigma_for_frequency(f0.frequency)
         lp = [ndimage.gaussian_filter(v, sigma, mode="reflect", output=np.float32) for v in (fe, fo)]
@@ -257,3 +256,29 @@ def combine_halves(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray, odd:
     ge = torch.fft.irfftn(a * _spectrum(fe) + b * _spectrum(even), s=shape).numpy().astype(np.float32)
     go = torch.fft.irfftn(a * _spectrum(fo) + b * _spectrum(odd), s=shape).numpy().astype(np.float32)
     return ge, go, {"combine": mode, "weight_restored": alpha.tolist(), "weight_raw": beta.tolist()}
+
+
+#: window (voxels) of the uncertainty map's local mean
+UNCERTAINTY_WINDOW = 5
+
+
+def uncertainty_map(g_even: np.ndarray, g_odd: np.ndarray, window: int = UNCERTAINTY_WINDOW,
+                    slab: int = 32) -> np.ndarray:
+    """Local standard deviation (float32, (z, y, x), the maps' grey units) of the mean of ``g_even`` and
+    ``g_odd`` due to the halves' noise: ``sqrt(uniform_filter(((g_e − g_o)/2)², window))`` (the module doc of :mod:`cryorestore.evaluate.truthfree`: ``((g_e − g_o)/2)²`` estimates
+    the variance of the mean due to the halves' independent noise).
+
+    Computed on z-slabs of ``slab`` planes plus the window's halo, so the temporaries stay small."""
+    if np.shape(g_even) != np.shape(g_odd):
+        raise InputError(f"the two half outputs differ in shape: {np.shape(g_even)} vs {np.shape(g_odd)}")
+    if window < 1:
+        raise InputError(f"the uncertainty window must be at least 1 voxel, got {window}")
+    nz = np.shape(g_even)[0]
+    out = np.empty(np.shape(g_even), dtype=np.float32)
+    for z0 in range(0, nz, slab):
+        z1 = min(z0 + slab, nz)
+        h0, h1 = max(z0 - window // 2, 0), min(z1 + (window - 1) // 2, nz)
+        d = 0.5 * (np.asarray(g_even[h0:h1], dtype=np.float64) - np.asarray(g_odd[h0:h1], dtype=np.float64))
+        v = ndimage.uniform_filter(d * d, size=window, mode="reflect")
+        out[z0:z1] = np.sqrt(np.clip(v[z0 - h0:z1 - h0], 0.0, None))
+    return out

@@ -91,7 +91,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from cryorestore import fourier
+from cryorestore import ensemble, fourier
 from cryorestore.errors import InputError
 
 #: noise standard deviations of an FSC (1/√n, n independent coefficients) for the checks' tolerances
@@ -104,8 +104,6 @@ MAX_NOSIGNAL_TOL = 0.2
 BLOCK = 16
 #: bootstrap resamples
 N_BOOTSTRAP = 2000
-#: window (voxels) of the uncertainty map's local mean
-UNCERTAINTY_WINDOW = 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,7 +554,6 @@ def model_halves(loaded, even: np.ndarray, odd: np.ndarray, region: Region, comb
     side, then the combination ``combine`` split per half (:func:`cryorestore.ensemble.combine_halves`,
     its parameters from the grown box). Every method's restored map is the mean of these two (methods'
     ``prediction_inputs`` are (even, odd)); a joint use of both halves is what this avoids."""
-    from cryorestore import ensemble
     from cryorestore.predict import default_tile, predict_volume
 
     margin = default_tile(loaded) if tile is None else int(tile)
@@ -653,25 +650,7 @@ def _json_default(v):
 # --------------------------------------------------------------------------------------------
 # uncertainty map
 # --------------------------------------------------------------------------------------------
-def uncertainty_map(g_even: np.ndarray, g_odd: np.ndarray, window: int = UNCERTAINTY_WINDOW,
-                    slab: int = 32) -> np.ndarray:
-    """Local standard deviation (float32, (z, y, x), the maps' grey units) of the mean of ``g_even`` and
-    ``g_odd`` due to the halves' noise: ``sqrt(uniform_filter(((g_e − g_o)/2)², window))`` (module doc).
-
-    Computed on z-slabs of ``slab`` planes plus the window's halo, so the temporaries stay small."""
-    if np.shape(g_even) != np.shape(g_odd):
-        raise InputError(f"the two half outputs differ in shape: {np.shape(g_even)} vs {np.shape(g_odd)}")
-    if window < 1:
-        raise InputError(f"the uncertainty window must be at least 1 voxel, got {window}")
-    nz = np.shape(g_even)[0]
-    out = np.empty(np.shape(g_even), dtype=np.float32)
-    for z0 in range(0, nz, slab):
-        z1 = min(z0 + slab, nz)
-        h0, h1 = max(z0 - window // 2, 0), min(z1 + (window - 1) // 2, nz)
-        d = 0.5 * (np.asarray(g_even[h0:h1], dtype=np.float64) - np.asarray(g_odd[h0:h1], dtype=np.float64))
-        v = ndimage.uniform_filter(d * d, size=window, mode="reflect")
-        out[z0:z1] = np.sqrt(np.clip(v[z0 - h0:z1 - h0], 0.0, None))
-    return out
+uncertainty_map = ensemble.uncertainty_map  # re-exported: the score's module doc defines it
 
 
 # --------------------------------------------------------------------------------------------
