@@ -15,8 +15,9 @@ PY=${PYTHON:-python}
 mkdir -p "$D"
 [ -f "$D/sim/even.mrc" ] || $PY -m cryorestore simulate "$D/sim" --shape 40 96 96 --seed 0
 $PY -m cryorestore train --even "$D/sim/even.mrc" --odd "$D/sim/odd.mrc" --method n2n --preset quick \
-    --model-option base_channels=32 --model-option convs_per_block=2 --subtomo-size 16 --n-subtomos 24 \
-    --batch-size 4 --epochs ${EPOCHS:-300} --patience 100000 --lr 1e-3 --lr-schedule constant \
+    --model-option base_channels=${BASE:-24} --model-option depth=2 --model-option convs_per_block=2 \
+    --subtomo-size 16 --n-subtomos 24 --max-steps ${STEPS:-1500} \
+    --batch-size 4 --epochs 100000 --patience 100000 --lr 1e-3 --lr-schedule constant \
     --device cpu --no-progress --out "$D/model"
 $PY - "$D" <<'PYEOF'
 import json, shutil, sys

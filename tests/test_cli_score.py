@@ -155,9 +155,14 @@ def test_evaluate_adds_the_truth_free_block(trained, tmp_path, capsys):
     assert rc == 0
     assert "truth-free score" in capsys.readouterr().out
     m = json.loads(out.read_text())["metrics"]
-    assert m["tf_gain_db_raw"] == pytest.approx(0.0, abs=1e-9) and "tf_gain_db_n2n" in m
+    assert m["tf_gain_db_raw"] == pytest.approx(0.0, abs=1e-9) and "tf_gain_db_restored" in m
     assert (out.parent / "score.json").is_file() and (out.parent / "score.png").is_file()
     bad = tmp_path / "bad" / "metrics.json"
     assert main(["evaluate", "--raw", str(trained / "full.mrc"), "--restored", str(trained / "full.mrc"), "--even", even,
                  "--model", model, "--out", str(bad)]) == 2
     assert "--even, --odd and --model together" in capsys.readouterr().err and not bad.parent.exists()
+    # the report shows the truth-free table on its own, before the side-by-side one
+    assert main(["report", str(out.parent), "--out", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "Truth-free score: ev" in page and "estimated PSNR gain over raw (dB), no truth" in page
+    assert page.index("Truth-free score") < page.index("Maps side by side")

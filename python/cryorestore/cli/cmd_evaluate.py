@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         result, params = tf.run_score(even.data, odd.data, region, loaded=loaded,
                                       clean=None if clean is None else clean.data, truth=truth,
                                       tilt_range=tr or tuple(loaded.config["tilt_range"]), seed=args.seed,
-                                      device=device)
+                                      device=device, model_row="restored")
         tf.write_score(result, params, out.parent, {"inputs": {"even": args.even, "odd": args.odd,
                                                                "model": args.model, "clean": args.clean}})
         metrics |= result.flat_metrics()

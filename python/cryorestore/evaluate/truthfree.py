@@ -578,11 +578,11 @@ def run_score(even: np.ndarray, odd: np.ndarray, region: Region, *, loaded=None,
               truth: np.ndarray | None = None, tilt_range: tuple[float, float] | None = None,
               block: int = BLOCK, n_boot: int = N_BOOTSTRAP, seed: int = 0, tile: int | None = None,
               overlap: int | None = None, batch_size: int = 4, device: torch.device | str = "cpu",
-              progress: bool = False) -> tuple[ScoreResult, dict]:
+              progress: bool = False, model_row: str | None = None) -> tuple[ScoreResult, dict]:
     """Score raw, the Gaussian chosen by the score, the half-map Wiener filter and the given restorations
     on ``region`` of the whole (z, y, x) half maps ``even``/``odd`` (arrays or memory maps).
 
-    Restorations: ``loaded`` (a model directory; the row is named after its method; ``combine``/``tta``
+    Restorations: ``loaded`` (a model directory; the row is named ``model_row``, default its method; ``combine``/``tta``
     default to its preset's, see :func:`model_halves`), ``model_halves_region`` (that row already
     computed, e.g. by ``denoise``) and ``restored`` (``{name: (map of the even half, map of the odd half)}``
     on the whole grid, e.g. another program's output for each half). ``clean``/``truth`` are whole maps.
@@ -600,7 +600,7 @@ def run_score(even: np.ndarray, odd: np.ndarray, region: Region, *, loaded=None,
         preset = loaded.config.get("preset")
         chosen = inference_values(preset) if preset else {"tta": "none", "combine": "mean"}
         chosen |= {k: v for k, v in (("tta", tta), ("combine", combine)) if v is not None}
-        name = str(loaded.config["method"])
+        name = model_row or str(loaded.config["method"])
         maps[name], params[name] = model_halves(loaded, even, odd, region, chosen["combine"], chosen["tta"], tile=tile,
                                                 overlap=overlap, batch_size=batch_size, device=device,
                                                 progress=progress)
