@@ -227,3 +227,17 @@ def test_holdout_parsing_and_errors():
     assert mr.box == ((4, 10), (5, 7), (1, 3)) and mr.n_voxels == m.sum()
     with pytest.raises(InputError, match="selects no voxel"):
         tf.mask_region(np.zeros(SHAPE), SHAPE)
+
+
+def test_holdout_of_several_tomograms_is_found_by_fingerprint():
+    from cryorestore.data import volume_fingerprint
+
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal(SHAPE), rng.standard_normal(SHAPE)
+    cfg = {"even": ["x/even.mrc", "y/even.mrc"],  # same names, same shapes: only the content tells them apart
+           "holdout": [{"axis": 1, "start": 30, "stop": 40, "shape": list(SHAPE), "fingerprint": volume_fingerprint(a)},
+                       {"axis": 1, "start": 20, "stop": 40, "shape": list(SHAPE), "fingerprint": volume_fingerprint(b)}]}
+    assert tf.holdout_from_config(cfg, SHAPE, even_data=b).box[1] == (20, 40)
+    assert tf.holdout_from_config(cfg, SHAPE, even_data=a).box[1] == (30, 40)
+    with pytest.raises(InputError, match="unambiguously"):
+        tf.holdout_from_config(cfg, SHAPE, even_data=rng.standard_normal(SHAPE))

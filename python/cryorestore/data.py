@@ -136,6 +136,13 @@ def sampling_mask(volume: np.ndarray, box: int, min_std_percentile: float = 5.0)
     return allowed
 
 
+def volume_fingerprint(volume: np.ndarray, n: int = 16) -> list[float]:
+    """``n`` voxel values of a (z, y, x) volume at fixed positions spread over it (read cheaply from a
+    memory map): which of a model's training tomograms a map is, without trusting its file name."""
+    shape = np.shape(volume)
+    return [float(volume[(i * 7 + 3) % shape[0], (i * 11 + 5) % shape[1], (i * 13 + 1) % shape[2]]) for i in range(n)]
+
+
 @dataclass(frozen=True)
 class SlabSplit:
     """Where one tomogram's training and validation boxes may lie (voxels of the padded volume).

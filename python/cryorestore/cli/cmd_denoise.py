@@ -195,7 +195,7 @@ def truthfree_block(args: argparse.Namespace, loaded, even: io.Volume, odd: io.V
     from cryorestore.evaluate import truthfree as tf
 
     ge, go = halves
-    region = tf.holdout_from_config(loaded.config, even.shape, str(out_dir / "model"), args.even[0])
+    region = tf.holdout_from_config(loaded.config, even.shape, str(out_dir / "model"), args.even[0], even.data)
     row = tf.HalfMaps(ge[region.slices], go[region.slices],
                       f"{loaded.config['method']} network on each half alone, combination "
                       f"'{report['inference']['combine']}' applied to each half's output (restored = their mean)")

@@ -108,7 +108,7 @@ def _truthfree_inputs(args: argparse.Namespace, raw: io.Volume, device):
         io.check_same_grid(even, m, args.even, args.holdout_mask)
         region = tf.mask_region(m.data, even.shape, args.holdout_mask)
     else:
-        region = tf.holdout_from_config(loaded.config, even.shape, args.model, args.even)
+        region = tf.holdout_from_config(loaded.config, even.shape, args.model, args.even, even.data)
     return even, odd, loaded, region, clean
 
 

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.holdout_mask:
             region = tf.mask_region(extra["holdout_mask"].data, ve.shape, args.holdout_mask)
         elif loaded is not None:
-            region = tf.holdout_from_config(loaded.config, ve.shape, args.model, args.even)
+            region = tf.holdout_from_config(loaded.config, ve.shape, args.model, args.even, ve.data)
         else:
             raise InputError("no held-out region: give --holdout AXIS:START:STOP or --holdout-mask M.mrc "
                              "(a model directory records its own)")

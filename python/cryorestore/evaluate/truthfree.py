@@ -176,12 +176,15 @@ def mask_region(mask: np.ndarray, shape: Sequence[int], name: str = "mask") -> R
 
 
 def holdout_from_config(config: Mapping, shape: Sequence[int], model_dir: str = "the model directory",
-                        even_path: str | None = None) -> Region:
+                        even_path: str | None = None, even_data: np.ndarray | None = None) -> Region:
     """The held-out slab the trainer recorded in a model directory's ``config.json`` (``holdout``, one
     entry per training tomogram, in the order of ``even``: ``axis``, ``start``, ``stop`` in the input
-    tomogram's voxels, ``shape``). With several, the entry whose tomogram is ``even_path`` (same file), else
-    the only one of the maps' shape."""
+    tomogram's voxels, ``shape``, ``fingerprint``). With several, the entry whose fingerprint
+    (:func:`cryorestore.data.volume_fingerprint`) matches ``even_data``, else whose tomogram is the file
+    ``even_path``, else the only one of the maps' shape."""
     from pathlib import Path
+
+    from cryorestore.data import volume_fingerprint
 
     entries = list(config.get("holdout") or [])
     if not entries:
@@ -190,7 +193,13 @@ def holdout_from_config(config: Mapping, shape: Sequence[int], model_dir: str = 
     shape = tuple(int(v) for v in shape)
     evens = list(config.get("even") or [])
     chosen = None
-    if even_path is not None:
+    if even_data is not None:
+        fp = np.asarray(volume_fingerprint(even_data))
+        hits = [h for h in entries if tuple(h["shape"]) == shape and "fingerprint" in h
+                and np.allclose(h["fingerprint"], fp, rtol=1e-6, atol=0.0)]
+        if len(hits) == 1:
+            chosen = hits[0]
+    if chosen is None and even_path is not None:
         for i, h in enumerate(entries):
             try:
                 if i < len(evens) and Path(evens[i]).samefile(even_path):
