@@ -135,7 +135,7 @@ def test_bench_truthfree_on_one_tiny_case(tmp_path, capsys):
     out = tmp_path / "t.json"
     assert bench.main(["--case", str(sim), str(run), "--n-bootstrap", "200", "--tile", "32", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "| sim | gaussian |" in text and "| sim | n2n |" in text and "Spearman" in text and "T2T" in text
+    assert "| sim | gaussian |" in text and "P(beats Gaussian)" in text and "| sim | n2n |" in text and "Spearman" in text and "T2T" in text
     doc = json.loads(out.read_text())
     rows = {r["map"]: r for r in doc["cases"][0]["rows"]}
     assert set(rows) == {"raw", "gaussian", "wiener", "n2n"}

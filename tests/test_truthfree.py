@@ -158,10 +158,12 @@ def test_lowpass_passes_the_hallucination_checks():
 def test_fixed_pattern_is_flagged_as_hallucinated_power():
     rng, s, e, o = _nosignal_case()
     pattern = 0.6 * rng.standard_normal(SHAPE)  # the same invented texture added to both halves' maps
-    res = tf.score_maps(e, o, {"pattern": tf.HalfMaps(gauss(e, 1.5) + pattern, gauss(o, 1.5) + pattern, "test")},
+    res = tf.score_maps(e, o, {"gaussian": tf.HalfMaps(gauss(e, 1.5), gauss(o, 1.5), "test"),
+                               "pattern": tf.HalfMaps(gauss(e, 1.5) + pattern, gauss(o, 1.5) + pattern, "test")},
                         whole_region(), n_boot=100, clean=s)
     row = res.rows["pattern"]
-    assert "hallucinated power" in row.flags
+    assert "hallucinated power" in row.flags and not res.rows["gaussian"].flags
+    assert row.p_beats_gaussian == 0.0  # the same Gaussian plus invented texture: worse in every resample
     assert row.hallucinated_power == pytest.approx(0.36, rel=0.25)  # |pattern|² / noise power
 
 

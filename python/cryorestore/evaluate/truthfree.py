@@ -34,10 +34,17 @@ What it does **not** cover:
   reconstruction filter), not the specimen's potential. Errors against a simulator's potential can rank
   maps differently (a map can approach the reconstruction and not the potential).
 * With T2T halves the two halves see different tilts, so their signals differ: ``e = s + δ + n_e``,
-  ``o = s − δ + n_o``. Then ``D`` gains ``4δ²`` and ``MSE_est(raw)`` is too high by ``⟨δ²⟩``; a map that
-  removes the high frequencies where ``δ`` lives loses that bias, so its gain is over-estimated by about
-  ``10 log10(1 + ⟨δ²⟩ / MSE(raw))``. F2F halves share the tilts and have no such bias.
-  ``benchmarks/bench_truthfree.py`` measures ``⟨δ²⟩`` from the simulator's noise-free half reconstructions.
+  ``o = s − δ + n_o`` (``s`` the reconstruction from all tilts). For a linear filter ``G`` the estimate
+  is then off by ``2⟨Gδ, δ⟩ − ⟨δ²⟩``: ``+⟨δ²⟩`` for raw (``G = 1``), about ``−⟨δ²⟩`` for a map that removes
+  the frequencies where ``δ`` lives. The gain of such a map is over-estimated by about
+  ``10 log10((1 + ⟨δ²⟩/MSE(raw)) · MSE/(MSE − ⟨δ²⟩))``, which grows as the map's own error approaches
+  ``⟨δ²⟩``. F2F halves share the tilts and have no such bias. ``benchmarks/bench_truthfree.py`` measures
+  ``⟨δ²⟩`` from the simulator's noise-free half reconstructions.
+* Precision: every map's estimate carries the same noise term ``⟨n_e·n_o⟩`` (standard deviation about
+  ``σ²/√N_eff``); when a map's error is a small fraction of the noise (gains of 10 dB and more) it moves
+  all gains together by a dB or more. Differences of estimated errors cancel it, so the ranking is much
+  surer than the absolute gain: ``p_beats_gaussian`` is the fraction of bootstrap resamples in which the
+  map's estimated error is below the Gaussian's.
 * A map whose even-side output saw the odd half's noise (a network trained on the region, a joint method
   fed both halves) breaks the independence and makes the estimate optimistic, even negative: the leak
   check below is there to catch it.
@@ -370,13 +377,14 @@ class MapScore:
     leak_excess: float
     flags: list[str] = field(default_factory=list)
     true: dict[str, float] = field(default_factory=dict)
+    p_beats_gaussian: float | None = None
 
     def to_dict(self) -> dict:
         return {"how": self.how, "mse_est": self.mse_est, "gain_db": self.gain_db,
                 "gain_ci_low": self.gain_ci[0], "gain_ci_high": self.gain_ci[1],
                 "hallucinated_power": self.hallucinated_power, "kept_power_nosignal": self.kept_power,
                 "removed_corr_max_nosignal": self.removed_corr_max, "leak_excess": self.leak_excess,
-                "flags": list(self.flags), **self.true}
+                "p_beats_gaussian": self.p_beats_gaussian, "flags": list(self.flags), **self.true}
 
 
 @dataclass
@@ -415,6 +423,8 @@ class ScoreResult:
             out[f"{prefix}_gain_ci_low_{k}"], out[f"{prefix}_gain_ci_high_{k}"] = r.gain_ci
             out[f"{prefix}_hallucinated_power_{k}"] = r.hallucinated_power
             out[f"{prefix}_flagged_{k}"] = float(bool(r.flags))
+            if r.p_beats_gaussian is not None:
+                out[f"{prefix}_p_beats_gaussian_{k}"] = r.p_beats_gaussian
             for tk, tv in r.true.items():
                 out[f"{prefix}_{tk}_{k}"] = tv
         return out
@@ -472,6 +482,11 @@ def score_maps(even: np.ndarray, odd: np.ndarray, maps: Mapping[str, HalfMaps], 
         mr, mse = mse_from_sums(sums[name].sum(axis=0))
         g = float(gain_db(mr, mse))
         ci = gain_interval(sums[name], weights)
+        p_gauss = None
+        if "gaussian" in sums and name not in ("raw", "gaussian"):
+            # differences of estimated errors drop the noise term every map shares (n_e·n_o): far tighter
+            boot_map, boot_gauss = (mse_from_sums(weights @ sums[k])[1] for k in (name, "gaussian"))
+            p_gauss = float(np.mean(boot_map < boot_gauss))
         fge, fgo = _fft(m.g_even, mask), _fft(m.g_odd, mask)
         s_eo, s_oe, s_gg = sp.dot(fge, fo), sp.dot(fgo, fe), sp.dot(fge, fgo)
         cross = 0.5 * (_fsc(s_eo) + _fsc(s_oe))
@@ -505,7 +520,7 @@ def score_maps(even: np.ndarray, odd: np.ndarray, maps: Mapping[str, HalfMaps], 
             true["gain_potential_db"] = tf["psnr_potential"] - raw_true["psnr_potential"]
         rows[name] = MapScore(name, m.how, float(mse), None if not np.isfinite(g) else g,
                               tuple(None if not np.isfinite(v) else v for v in ci),  # type: ignore[arg-type]
-                              cross.tolist(), removed.tolist(), halluc, kept, rmax, leak_excess, flags, true)
+                              cross.tolist(), removed.tolist(), halluc, kept, rmax, leak_excess, flags, true, p_gauss)
     settings = {"block": block, "n_bootstrap": n_boot, "seed": seed, "z_sigmas": Z_SIGMAS,
                 "hallucination_power": HALLUCINATION_POWER,
                 "tilt_range": None if tilt_range is None else list(tilt_range)}
@@ -676,7 +691,7 @@ def format_table(result: ScoreResult) -> str:
     head = f"{'map':<12} {'est. gain dB':>12} {'95% interval':>17}"
     head += f" {'true gain dB':>12}" if has_true else ""
     head += f" {'vs potential':>12}" if has_pot else ""
-    head += f" {'halluc.':>8}  flags"
+    head += f" {'P(>gauss)':>9} {'halluc.':>8}  flags"
     lines = [f"truth-free score on the held-out region: {result.region.description}, {result.region.n_voxels} voxels",
              head]
     for name, r in result.rows.items():
@@ -685,7 +700,8 @@ def format_table(result: ScoreResult) -> str:
         row += f" {f(r.true.get('true_gain_db')):>12}" if has_true else ""
         row += f" {f(r.true.get('gain_potential_db')):>12}" if has_pot else ""
         hp = "" if r.hallucinated_power is None else f"{r.hallucinated_power:+.3f}"
-        row += f" {hp:>8}  {', '.join(r.flags) or 'ok'}"
+        pg = "" if r.p_beats_gaussian is None else f"{r.p_beats_gaussian:.2f}"
+        row += f" {pg:>9} {hp:>8}  {', '.join(r.flags) or 'ok'}"
         lines.append(row)
     if not result.nosignal_shells:
         lines.append("no shell without signal between the halves: the hallucination checks do not apply")
