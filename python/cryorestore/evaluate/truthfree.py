@@ -707,5 +707,6 @@ def format_table(result: ScoreResult) -> str:
         lines.append("no shell without signal between the halves: the hallucination checks do not apply")
     if result.flagged:
         lines.append("FLAGGED: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in result.flagged.items())
-                     + " — do not trust these maps' estimates (see 'cryorestore score --help')")
+                     + " — do not trust these maps' estimates (leak: the map of one half saw the other half's noise; "
+                     "hallucinated power: structure the halves do not share; details in score.json)")
     return "\n".join(lines)
