@@ -164,11 +164,13 @@ workflow {
     //
     // EVALUATE: the raw map is the full tomogram when there is one, else the mean of the halves.
     //
+    // With halves, EVALUATE also gets them and the group's model: the truth-free score on the held-out slab.
     ch_evaluate = ch_tomograms
-        .map { meta, full, even, odd -> [meta.id, meta, rawMaps(full, even, odd)] }
+        .map { meta, full, even, odd -> [meta.id, meta, rawMaps(full, even, odd), odd ? [even, odd] : []] }
         .join(PREDICT.out.restored.map { meta, restored -> [meta.id, restored] })
         .join(ch_references.map { meta, truth, particles, template, membranes -> [meta.id, truth, particles, template, membranes] })
-        .map { _id, meta, raw, restored, truth, particles, template, membranes -> [meta, raw, restored, truth, particles, template, membranes] }
+        .join(ch_predict.map { meta, model, _even, _odd -> [meta.id, model] })
+        .map { _id, meta, raw, halves, restored, truth, particles, template, membranes, model -> [meta, raw, restored, truth, particles, template, membranes, halves, model] }
     EVALUATE(ch_evaluate)
     ch_versions = ch_versions.mix(EVALUATE.out.versions)
 

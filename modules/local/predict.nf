@@ -3,7 +3,8 @@
  * one task per tomogram. The result is the mean of the network applied to the even and odd halves, or
  * the network applied to the single map (odd arrives as []). Beside it, <id>_restored.provenance.json
  * records the source (meta.source: portal dataset, run, tomogram ids; the input files), the model and
- * the command.
+ * the command. With halves it also writes <id>_restored_uncertainty.mrc (predict --uncertainty: the local
+ * standard deviation of the restored map from the halves' noise).
  */
 process PREDICT {
     tag "${meta.id}"
@@ -16,6 +17,7 @@ process PREDICT {
     output:
     tuple val(meta), path("${meta.id}_restored.mrc"), emit: restored
     tuple val(meta), path("${meta.id}_restored.provenance.json"), emit: provenance
+    tuple val(meta), path("${meta.id}_restored_uncertainty.mrc"), optional: true, emit: uncertainty
     path 'versions.yml', emit: versions
 
     script:
@@ -23,7 +25,7 @@ process PREDICT {
     def shrink = 1 << (task.attempt - 1)
     def tile = (params.tile || task.attempt > 1) ? "--tile ${Math.max(16, (params.tile ?: 96).intdiv(shrink))}" : ''
     def overlap = params.overlap ? "--overlap ${params.overlap.intdiv(shrink)}" : ''
-    def odd_opt = odd ? "--odd ${odd}" : ''
+    def odd_opt = odd ? "--odd ${odd} --uncertainty" : ''
     def source = ([id: meta.id] + (meta.source ?: [:])).collect { key, value -> "--source '${key}=${value}'" }.join(' ')
     def extra = params.predict_args ?: ''
     """
@@ -44,6 +46,7 @@ process PREDICT {
     stub:
     """
     touch ${meta.id}_restored.mrc ${meta.id}_restored.provenance.json
+    ${odd ? "touch ${meta.id}_restored_uncertainty.mrc" : ''}
 
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":

@@ -136,6 +136,13 @@ def sampling_mask(volume: np.ndarray, box: int, min_std_percentile: float = 5.0)
     return allowed
 
 
+def volume_fingerprint(volume: np.ndarray, n: int = 16) -> list[float]:
+    """``n`` voxel values of a (z, y, x) volume at fixed positions spread over it (read cheaply from a
+    memory map): which of a model's training tomograms a map is, without trusting its file name."""
+    shape = np.shape(volume)
+    return [float(volume[(i * 7 + 3) % shape[0], (i * 11 + 5) % shape[1], (i * 13 + 1) % shape[2]]) for i in range(n)]
+
+
 @dataclass(frozen=True)
 class SlabSplit:
     """Where one tomogram's training and validation boxes may lie (voxels of the padded volume).
@@ -147,6 +154,19 @@ class SlabSplit:
     axis: int
     train_stop: int
     val_start: int
+
+    def holdout(self, shape: Sequence[int]) -> dict:
+        """The held-out slab in the *input* tomogram's voxels, for the model directory's ``config.json``:
+        ``axis`` (1 y, 2 x), ``start``, ``stop`` (exclusive; the slab no training box touches),
+        ``train_stop`` (training boxes lie below it) and the tomogram's ``shape`` (z, y, x).
+
+        The split axis is never padded (:func:`slab_split` needs at least two boxes along it and
+        :func:`pad_to_box` pads only axes shorter than one), so padded and input coordinates agree on it."""
+        n = int(shape[self.axis])
+        if not 0 < self.val_start < n:
+            raise ValueError(f"the split {self} does not lie in a tomogram of shape {tuple(shape)}")
+        return {"axis": self.axis, "start": self.val_start, "stop": n, "train_stop": self.train_stop,
+                "shape": [int(v) for v in shape]}
 
     def describe(self) -> str:
         a = "zyx"[self.axis]

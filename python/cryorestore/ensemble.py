@@ -52,6 +52,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from cryorestore import fourier
 from cryorestore.errors import InputError
@@ -219,3 +220,65 @@ def combine_outputs(outputs: Sequence[np.ndarray], even: np.ndarray, odd: np.nda
     if mode == "calibrated":
         return calibrated_combination(outputs[0], outputs[1], even, odd, tilt_range).volume
     return half_fsc_lowpass(mean_of(outputs), even, odd)
+
+
+def combine_halves(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray, odd: np.ndarray, mode: str,
+                   tilt_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The combination ``mode`` split into a map of each half, ``(g(even), g(odd), params)`` (float32).
+
+    Every combination of :data:`COMBINE_MODES` is linear in ``(f(e), f(o), e, o)`` once its data-driven
+    parameters are fixed, and symmetric in the halves, so it is the mean of ``g(e)`` and ``g(o)`` with
+
+    * ``mean``: ``g(e) = f(e)``;
+    * ``mean+lowpass``: ``g(e) = L f(e)``, ``L`` the Gaussian of :func:`half_fsc_lowpass`;
+    * ``calibrated``: ``g(e) = α_k F(e) + β_k E`` per shell (:func:`combination_weights`).
+
+    ``(g(e) + g(o)) / 2`` is :func:`combine_outputs`'s map. ``g(e)`` depends on the odd half only through
+    the parameters (one Gaussian width, or two weights per shell, from sums over the whole map), which is
+    what :mod:`cryorestore.evaluate.truthfree` needs to score the combination on a held-out region.
+    """
+    check_combine(mode)
+    from cryorestore import baseline
+
+    fe = np.asarray(f_even, dtype=np.float32)
+    fo = np.asarray(f_odd, dtype=np.float32)
+    if mode == "mean":
+        return fe, fo, {"combine": mode}
+    if mode == "mean+lowpass":
+        f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), np.shape(even), thresholds=(LOWPASS_FSC,))[LOWPASS_FSC]
+        sigma = baseline.sigma_for_frequency(f0.frequency)
+        lp = [ndimage.gaussian_filter(v, sigma, mode="reflect", output=np.float32) for v in (fe, fo)]
+        return lp[0], lp[1], {"combine": mode, "sigma_voxels": sigma}
+    shape = np.shape(even)
+    alpha, beta = combination_weights(fe, fo, even, odd, tilt_range)
+    idx = fourier.shell_index(shape).clamp(max=len(alpha) - 1)
+    a, b = torch.from_numpy(alpha)[idx], torch.from_numpy(beta)[idx]
+    ge = torch.fft.irfftn(a * _spectrum(fe) + b * _spectrum(even), s=shape).numpy().astype(np.float32)
+    go = torch.fft.irfftn(a * _spectrum(fo) + b * _spectrum(odd), s=shape).numpy().astype(np.float32)
+    return ge, go, {"combine": mode, "weight_restored": alpha.tolist(), "weight_raw": beta.tolist()}
+
+
+#: window (voxels) of the uncertainty map's local mean
+UNCERTAINTY_WINDOW = 5
+
+
+def uncertainty_map(g_even: np.ndarray, g_odd: np.ndarray, window: int = UNCERTAINTY_WINDOW,
+                    slab: int = 32) -> np.ndarray:
+    """Local standard deviation (float32, (z, y, x), the maps' grey units) of the mean of ``g_even`` and
+    ``g_odd`` due to the halves' noise: ``sqrt(uniform_filter(((g_e − g_o)/2)², window))`` (the module doc of :mod:`cryorestore.evaluate.truthfree`: ``((g_e − g_o)/2)²`` estimates
+    the variance of the mean due to the halves' independent noise).
+
+    Computed on z-slabs of ``slab`` planes plus the window's halo, so the temporaries stay small."""
+    if np.shape(g_even) != np.shape(g_odd):
+        raise InputError(f"the two half outputs differ in shape: {np.shape(g_even)} vs {np.shape(g_odd)}")
+    if window < 1:
+        raise InputError(f"the uncertainty window must be at least 1 voxel, got {window}")
+    nz = np.shape(g_even)[0]
+    out = np.empty(np.shape(g_even), dtype=np.float32)
+    for z0 in range(0, nz, slab):
+        z1 = min(z0 + slab, nz)
+        h0, h1 = max(z0 - window // 2, 0), min(z1 + (window - 1) // 2, nz)
+        d = 0.5 * (np.asarray(g_even[h0:h1], dtype=np.float64) - np.asarray(g_odd[h0:h1], dtype=np.float64))
+        v = ndimage.uniform_filter(d * d, size=window, mode="reflect")
+        out[z0:z1] = np.sqrt(np.clip(v[z0 - h0:z1 - h0], 0.0, None))
+    return out

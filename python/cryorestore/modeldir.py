@@ -5,7 +5,9 @@ Layout of ``MODEL_DIR/``:
 * ``weights.pt``         the network's ``state_dict`` (best validation epoch)
 * ``config.json``        the full training configuration (:class:`cryorestore.train.TrainConfig` as a
                          dict), including ``model`` (architecture name) and ``model_options`` (every option of
-                         the network, defaults included, so a later release rebuilds the same one)
+                         the network, defaults included, so a later release rebuilds the same one) and
+                         ``holdout`` (per training tomogram, the slab no training box touched, in the input's
+                         voxels: what ``cryorestore score`` scores on; see :meth:`cryorestore.data.SlabSplit.holdout`)
 * ``normalization.json`` ``{"mean": …, "std": …}``: the network sees ``(v − mean)/std``
 * ``version.txt``        the cryorestore version that wrote it
 

@@ -161,3 +161,35 @@ def loss_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], path: io.P
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def truthfree_plot(frequencies: Sequence[float], half_fsc: Sequence[float], bound: Sequence[float],
+                   cross: Mapping[str, Sequence[float]], removed: Mapping[str, Sequence[float]],
+                   path: io.PathLike, nosignal: Sequence[int] = ()) -> Path:
+    """The truth-free score's curves (:mod:`cryorestore.evaluate.truthfree`): left, each map's cross-FSC
+    against the other half with the half maps' FSC and the bound ``sqrt(FSC)`` no map of one half can pass;
+    right, the correlation of the removed part with the other half (0 where only noise was removed).
+    No-signal shells are shaded."""
+    f = np.asarray(frequencies, dtype=float)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    step = f[1] - f[0] if len(f) > 1 else 0.01
+    for k in nosignal:
+        for ax in (a1, a2):
+            ax.axvspan(f[k] - step / 2, f[k] + step / 2, color="0.92", lw=0)
+    a1.plot(f, np.asarray(half_fsc, dtype=float), color="k", lw=1.5, label="half maps (FSC)")
+    a1.plot(f, np.asarray(bound, dtype=float), color="k", lw=1, ls=":", label="bound sqrt(FSC)")
+    for name, c in cross.items():
+        if name != "raw":
+            a1.plot(f, np.asarray(c, dtype=float), label=name)
+    a1.set_ylim(-0.1, 1.05)
+    a1.set_title("cross-FSC of each half's map against the other half")
+    for name, c in removed.items():
+        if name != "raw":
+            a2.plot(f, np.asarray(c, dtype=float), label=name)
+    a2.axhline(0.0, color="grey", lw=0.8)
+    a2.set_title("removed part (half − map) vs the other half")
+    for ax in (a1, a2):
+        ax.set_xlim(0, 0.5)
+        ax.set_xlabel("spatial frequency (cycles/voxel); grey: no-signal shells")
+        ax.legend(fontsize=8)
+    return _save(fig, path)

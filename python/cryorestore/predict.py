@@ -105,14 +105,27 @@ def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = N
 
 
 def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None, combine: str = "mean",
-            **kwargs) -> np.ndarray:
+            halves: bool = False, **kwargs):
     """The restored map from the network's outputs over the method's prediction inputs, combined by
-    :func:`cryorestore.ensemble.combine_outputs` (``mean``: cryoCARE's mean of f(even) and f(odd))."""
+    :func:`cryorestore.ensemble.combine_outputs` (``mean``: cryoCARE's mean of f(even) and f(odd)).
+
+    ``halves`` (with ``odd``): return ``(restored, g(even), g(odd))``, the combination split into a map of
+    each half (:func:`cryorestore.ensemble.combine_halves`; ``restored`` is their mean), which the
+    truth-free score and the uncertainty map need; the network runs once per half as without it."""
     from cryorestore import ensemble
     from cryorestore.methods import method_class
 
     ensemble.check_combine(combine)
     inputs = list(method_class(loaded.config["method"]).prediction_inputs(even, odd))
+    if halves:
+        if odd is None or len(inputs) != 2:
+            raise InputError("a map of each half needs both half maps")
+        outs = [predict_volume(loaded, v, **kwargs) for v in inputs]
+        ge, go, _ = ensemble.combine_halves(outs[0], outs[1], even, odd, combine, tuple(loaded.config["tilt_range"]))
+        del outs
+        mean = np.add(ge, go, dtype=np.float32)
+        mean *= np.float32(0.5)
+        return mean, ge, go
     if combine == "calibrated" and odd is not None and len(inputs) == 2:  # needs f(even) and f(odd) apart
         outs = [predict_volume(loaded, v, **kwargs) for v in inputs]
         return ensemble.combine_outputs(outs, even, odd, combine, tuple(loaded.config["tilt_range"]))
@@ -122,15 +135,27 @@ def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None
     return mean
 
 
+def uncertainty_path(out: str | Path) -> Path:
+    """Where the uncertainty map of the restored map ``out`` goes: ``<stem>_uncertainty.mrc`` beside it."""
+    p = Path(out)
+    return p.with_name(p.name[:-4] + "_uncertainty.mrc" if p.name.endswith(".mrc") else p.name + "_uncertainty.mrc")
+
+
 def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | None, out: str | Path,
                   device: torch.device | str = "cpu", tta: str | None = None, combine: str | None = None,
-                  **kwargs) -> Path:
+                  uncertainty: bool = False, **kwargs) -> Path:
     """Restore memory-mapped maps with the model directory; write ``out`` with the input's voxel size.
 
     ``tta``/``combine`` left None take the values of the preset the model was trained with
     (:func:`cryorestore.presets.inference_values`; no test-time augmentation and the plain mean for a
-    model trained without one), so ``predict`` gives the map ``denoise`` gives.
+    model trained without one), so ``predict`` gives the map ``denoise`` gives. ``uncertainty`` (needs
+    ``odd``) also writes :func:`uncertainty_path` (:func:`cryorestore.ensemble.uncertainty_map` of the
+    combination's map of each half), which holds two more maps in memory.
     """
+    from cryorestore.ensemble import uncertainty_map
+
+    if uncertainty and odd is None:
+        raise InputError("--uncertainty needs --odd: the spread of the restorations of the two half maps")
     from cryorestore.presets import inference_values
 
     loaded = load_model_dir(model_dir, device)
@@ -144,6 +169,14 @@ def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | Non
             vo = stack.enter_context(io.open_mrc_mmap(odd))
             io.check_same_grid(ve, vo, str(even), str(odd))
         voxel_size = ve.voxel_size
-        result = restore(loaded, ve.data, None if vo is None else vo.data, device=device, **chosen, **kwargs)
+        unc = None
+        if uncertainty:
+            result, ge, go = restore(loaded, ve.data, vo.data, device=device, halves=True, **chosen, **kwargs)
+            unc = uncertainty_map(ge, go)
+            del ge, go
+        else:
+            result = restore(loaded, ve.data, None if vo is None else vo.data, device=device, **chosen, **kwargs)
         del ve, vo  # the last references to the maps: the input pages leave memory before the output is written
+    if unc is not None:
+        io.write_mrc(uncertainty_path(out), unc, voxel_size)
     return io.write_mrc(out, result, voxel_size)

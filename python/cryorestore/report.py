@@ -6,7 +6,8 @@ map's path under ``inputs``, ``model/``), optionally with ``match/``, ``average/
 level of sub-folders) becomes rows of one table (runs as columns; nested keys joined with ``.``; lists
 are left out); for each run whose metrics hold ``<figure>_<map>`` keys of two or more maps (raw, the
 ``gaussian``/``wiener`` baselines, restored: see ``cryorestore evaluate --baselines``) a second table
-shows those maps side by side; every PNG below the run directory is inlined as base64. When a run has ``restored.mrc``
+shows those maps side by side (the truth-free score's ``tf_*`` keys in a table of their own, first:
+alone on real data, beside the truth-based table on simulated data); every PNG below the run directory is inlined as base64. When a run has ``restored.mrc``
 but no orthoslice figure, orthoslices and Fourier slices of the raw (if its path resolves) and restored
 maps are drawn on the fly. The HTML references no external file.
 """
@@ -137,6 +138,41 @@ def side_by_side(metrics: dict[str, object], maps: list[str] | None = None) -> t
     return cols, [(s, [stems[s].get(m) for m in cols]) for s in order]
 
 
+#: metric keys of the truth-free score (:mod:`cryorestore.evaluate.truthfree`), shown in their own table
+TRUTHFREE_PREFIX = "tf_"
+_TF_LABELS = {
+    "tf_gain_db": "estimated PSNR gain over raw (dB), no truth",
+    "tf_gain_ci_low": "  95% interval, low",
+    "tf_gain_ci_high": "  95% interval, high",
+    "tf_true_gain_db": "true gain against the noise-free reconstruction (dB)",
+    "tf_gain_potential_db": "PSNR gain against the potential (dB, affine fit)",
+    "tf_hallucinated_power": "hallucinated power (fraction of raw power in no-signal shells)",
+    "tf_flagged": "flagged (1: leak or hallucination; do not trust the estimate)",
+}
+
+
+def _truthfree_table(run: Run, cols: list[str], rows: list[tuple[str, list]]) -> str:
+    """The truth-free table of one run (held-out region), with a line on how to read it."""
+    order = [s for s in _TF_LABELS if any(s == r[0] for r in rows)] + sorted(s for s, _ in rows if s not in _TF_LABELS)
+    vals = dict(rows)
+    flagged = [c for c, v in zip(cols, vals.get("tf_flagged", [])) if v]
+    out = [f"<h2>Truth-free score: {html.escape(run.name)}</h2><p>On the slab of the tomogram that training held out: "
+           "the error of each map against the signal both half maps share, estimated from the other half "
+           "(no truth needed; the true columns appear only on simulated data, to learn to read it). "
+           "Gain &gt; 0: closer to the signal than the raw map. A map must beat the Gaussian and the Wiener "
+           "filter to be worth its cost.</p>"]
+    if flagged:
+        out.append(f"<p><b>Flagged: {html.escape(', '.join(flagged))}</b> (the map of one half saw the other "
+                   "half's noise, or invented structure the halves do not share; see score.json).</p>")
+    out.append("<table><tr><th>figure</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>")
+    for stem in order:
+        label = _TF_LABELS.get(stem, stem)
+        out.append(f"<tr><td>{html.escape(label)}</td>" + "".join(
+            f"<td>{_fmt(v) if v is not None else '–'}</td>" for v in vals[stem]) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
 def _fmt(v: object) -> str:
     if isinstance(v, bool) or v is None:
         return html.escape(str(v))
@@ -164,10 +200,17 @@ def build_html(runs: list[Run], title: str = "cryorestore report") -> str:
     parts.append("</table>")
     for r in runs:
         cols, rows = side_by_side(r.metrics)
+        tf_rows = [(s, v) for s, v in rows if s.startswith(TRUTHFREE_PREFIX)]
+        rows = [(s, v) for s, v in rows if not s.startswith(TRUTHFREE_PREFIX)]
         if len(cols) < 2:
             continue
+        if tf_rows:
+            parts.append(_truthfree_table(r, cols, tf_rows))
+        if not rows:
+            continue
         parts.append(f"<h2>Maps side by side: {html.escape(r.name)}</h2><p>raw, the classical baselines "
-                     "(Gaussian low-pass, half-map Wiener filter) and the restored map, scored alike</p>"
+                     "(Gaussian low-pass, half-map Wiener filter) and the restored map, scored alike"
+                     + (" (figures against the truth are those whose name says so)" if tf_rows else "") + "</p>"
                      "<table><tr><th>figure</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>")
         for stem, vals in rows:
             parts.append(f"<tr><td>{html.escape(stem)}</td>" + "".join(f"<td>{_fmt(v) if v is not None else '–'}</td>"

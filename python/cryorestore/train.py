@@ -340,7 +340,8 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
     # release with different defaults still rebuilds this exact architecture from config.json.
     model_config = config.to_dict() | {"extract_size": extract, "n_parameters": n_params, "voxel_size": voxel,
                                        "tilt_range": list(config.tilt_range),
-                                       "model_options": dict(model.options), "world_size": dctx.world_size}
+                                       "model_options": dict(model.options), "world_size": dctx.world_size,
+                                       "holdout": _holdout_entries(config, subs)}
     live = is_live(progress)
     t0 = time.perf_counter()
     epochs = range(start, n_epochs) if reason is None else range(0)
@@ -389,6 +390,18 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
     distributed.barrier(dctx)  # rank 0's files are complete before any rank returns
     distributed.teardown(dctx)
     return TrainResult(history, best_epoch, float(best_val), seconds, str(out), n_params, reason, dctx.is_main)
+
+
+def _holdout_entries(config: TrainConfig, subs: SubtomoSet) -> list[dict[str, Any]]:
+    """Per training tomogram, the slab no training box touched (input voxels, :meth:`SlabSplit.holdout`)
+    and a fingerprint of its even map (:func:`cryorestore.data.volume_fingerprint`), for ``cryorestore score``."""
+    from cryorestore.data import volume_fingerprint
+
+    out = []
+    for sp, path in zip(subs.splits, config.even):
+        with io.open_mrc_mmap(path, check_finite=False) as v:
+            out.append(sp.holdout(v.shape) | {"fingerprint": volume_fingerprint(v.data)})
+    return out
 
 
 def _load_resume_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:

@@ -238,7 +238,7 @@ TEST_VALUES = {
     "particles_opt": "--particles particles/p.star", "template_opt": "--template template/t.mrc",
     "membranes_opt": "--membranes membranes/m.mrc", "match_opt": "--match-step 30", "run_dirs": "runs/sim1 runs/sim2",
     "meta.tilt_min": "-60.0", "meta.tilt_max": "60.0", "method": "isonet", "loss": "l1", "noise": "",
-    "odd_opt": "--odd odd/odd.mrc", "source": "--source id=sim1 --source 'simulated=cryorestore simulate' --source seed=1",
+    "odd_opt": "--odd odd/odd.mrc --uncertainty", "truthfree_opt": "--even halves1/e.mrc --odd halves2/o.mrc --model trained/sim", "source": "--source id=sim1 --source 'simulated=cryorestore simulate' --source seed=1",
     "raw_map": "raw_mean.mrc", "overrides": "--epochs 2 --subtomo-size 8",
 }
 

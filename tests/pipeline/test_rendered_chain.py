@@ -138,8 +138,10 @@ def test_rows_through_train_predict_evaluate(checked_rows, tmp_path):
         script_case("predict_single", "PREDICT", single, {"model": "dataset_10000", "even": "even/TS_026.mrc", "odd": []}),
         script_case("predict_pair", "PREDICT", pair, {"model": "P10", "even": "even/P10_even.mrc", "odd": "odd/P10_odd.mrc"}),
         *[script_case(f"evaluate_{k}", "EVALUATE", m, {"raw": steps[f"raw_{k}"], "restored": f"{m['id']}_restored.mrc",
-                                                          "truth": [], "particles": [], "template": [], "membranes": []})
-          for k, m in (("single", single), ("pair", pair), ("series", series))],
+                                                          "truth": [], "particles": [], "template": [], "membranes": [],
+                                                          "halves": halves, "model": "trained/" + m["group"]})
+          for k, m, halves in (("single", single, []), ("pair", pair, ["halves1/P10_even.mrc", "halves2/P10_odd.mrc"]),
+                               ("series", series, ["halves1/even.mrc", "halves2/odd.mrc"]))],
     ], tmp_path)
 
     (check,) = commands(rendered["check"])[:1]
@@ -159,14 +161,16 @@ def test_rows_through_train_predict_evaluate(checked_rows, tmp_path):
     assert p.command == "predict" and p.odd is None and p.model_dir == "dataset_10000"
     assert p.source == ["id=TS_026", "dataset=10000", "run=TS_026", "tomograms=5261"]
     p = parse(commands(rendered["predict_pair"])[0])
-    assert p.odd == "odd/P10_odd.mrc" and p.source == ["id=P10"]
+    assert p.odd == "odd/P10_odd.mrc" and p.source == ["id=P10"] and p.uncertainty
 
     (e_cmd, _v) = commands(rendered["evaluate_single"])
     e = parse(e_cmd)
     assert e.command == "evaluate" and e.raw == "raw/TS_026.mrc" and e.tilt_range == [-54.0, 54.0]
+    assert e.even is None and e.model is None  # a single map: no halves, no truth-free score
     mean_cmd, e_cmd, _v = commands(rendered["evaluate_pair"])
     assert mean_cmd == ["cryorestore-raw-map", "raw1/P10_even.mrc", "raw2/P10_odd.mrc", "raw_mean.mrc"]
     e = parse(e_cmd)
     assert e.raw == "raw_mean.mrc" and e.tilt_range == [-60.0, 58.0]
+    assert (e.even, e.odd, e.model) == ("halves1/P10_even.mrc", "halves2/P10_odd.mrc", "trained/" + pair["group"])
     e = parse(commands(rendered["evaluate_series"])[0])
     assert e.raw == "raw1/full.mrc" and e.tilt_range == [-51.0, 63.0]

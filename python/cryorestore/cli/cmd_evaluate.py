@@ -10,6 +10,11 @@ matching with precision-recall (``--particles`` + ``--template``; see :mod:`eval
 compensation (``--tilt-range``) in averaging and matching, and with ``--truth`` the contrast sign of
 :func:`evaluate.quality.truth_sign`. Figures (orthoslices, Fourier slices, FSC, PR) go next to the
 JSON file in ``figures/`` and curves in ``curves.json``.
+
+With the half maps (``--even``, ``--odd``) and the model directory (``--model``) it adds the truth-free
+score of :mod:`cryorestore.evaluate.truthfree` on the held-out slab the model records (or ``--holdout``/
+``--holdout-mask``): ``tf_*`` keys in the metrics, ``score.json``, ``score_curves.json`` and ``score.png``
+beside the JSON file, and the table printed after the truth-based one (``--clean`` adds the true gain).
 """
 
 from __future__ import annotations
@@ -46,6 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--match-step", type=positive(float), default=None, metavar="DEG",
                    help="also template-match both maps with this angular step (slow on big maps) and report PR")
     p.add_argument("--snr-box", type=positive(int), default=16, help="box edge for the SNR with --truth (default 16)")
+    p.add_argument("--even", metavar="E.mrc", help="even half map (with --odd and --model: the truth-free score)")
+    p.add_argument("--odd", metavar="O.mrc", help="odd half map, same grid")
+    p.add_argument("--model", metavar="MODEL_DIR", help="the model directory that restored the map: the truth-free "
+                   "score runs its network on each half alone over the held-out slab it records")
+    p.add_argument("--holdout", metavar="AXIS:START:STOP", help="held-out slab for the truth-free score (voxels)")
+    p.add_argument("--holdout-mask", metavar="M.mrc", help="held-out region as a mask for the truth-free score")
+    p.add_argument("--clean", metavar="C.mrc", help="noise-free reconstruction: the true gain beside the estimate")
     p.add_argument("--out", required=True, metavar="metrics.json", help="output JSON file")
     add_seed_option(p)
     add_device_option(p)
@@ -64,8 +76,45 @@ def _read_maps(args: argparse.Namespace) -> tuple[io.Volume, dict[str, np.ndarra
     return raw, maps
 
 
+def _truthfree_inputs(args: argparse.Namespace, raw: io.Volume, device):
+    """(even, odd, loaded model, region, clean) for the truth-free score, or None when not asked for; every
+    input checked before anything is computed."""
+    from cryorestore.evaluate import truthfree as tf
+
+    wanted = [k for k in ("even", "odd", "model") if getattr(args, k)]
+    if not wanted:
+        if args.holdout or args.holdout_mask or args.clean:
+            raise InputError("--holdout, --holdout-mask and --clean belong to the truth-free score: give --even, "
+                             "--odd and --model too")
+        return None
+    if len(wanted) != 3:
+        raise InputError("the truth-free score needs --even, --odd and --model together")
+    if args.holdout and args.holdout_mask:
+        raise InputError("give the held-out region once: --holdout or --holdout-mask, not both")
+    from cryorestore.modeldir import load_model_dir
+
+    even, odd = io.read_mrc(args.even), io.read_mrc(args.odd)
+    io.check_same_grid(raw, even, args.raw, args.even)
+    io.check_same_grid(even, odd, args.even, args.odd)
+    clean = None
+    if args.clean:
+        clean = io.read_mrc(args.clean)
+        io.check_same_grid(even, clean, args.even, args.clean)
+    loaded = load_model_dir(args.model, device)
+    if args.holdout:
+        region = tf.parse_holdout(args.holdout, even.shape)
+    elif args.holdout_mask:
+        m = io.read_mrc(args.holdout_mask)
+        io.check_same_grid(even, m, args.even, args.holdout_mask)
+        region = tf.mask_region(m.data, even.shape, args.holdout_mask)
+    else:
+        region = tf.holdout_from_config(loaded.config, even.shape, args.model, args.even, even.data)
+    return even, odd, loaded, region, clean
+
+
 def run(args: argparse.Namespace) -> int:
     raw, maps = _read_maps(args)
+    tf_inputs = _truthfree_inputs(args, raw, resolve_device(args.device))
     truth = None
     if args.truth:
         t = io.read_mrc(args.truth)
@@ -132,6 +181,19 @@ def run(args: argparse.Namespace) -> int:
         per_map = {n: c[sp] for n, c in pr_curves.items() if sp in c}
         if per_map:
             plots.pr_plot(per_map, fig_dir / f"pr_{sp}.png", title=f"Template matching, {sp}: precision-recall")
+    tf_text = None
+    if tf_inputs is not None:
+        from cryorestore.evaluate import truthfree as tf
+
+        even, odd, loaded, region, clean = tf_inputs
+        result, params = tf.run_score(even.data, odd.data, region, loaded=loaded,
+                                      clean=None if clean is None else clean.data, truth=truth,
+                                      tilt_range=tr or tuple(loaded.config["tilt_range"]), seed=args.seed,
+                                      device=device, model_row="restored")
+        tf.write_score(result, params, out.parent, {"inputs": {"even": args.even, "odd": args.odd,
+                                                               "model": args.model, "clean": args.clean}})
+        metrics |= result.flat_metrics()
+        tf_text = tf.format_table(result)
     io.write_text(out.parent / "curves.json", json.dumps(curves) + "\n")
     doc = {"metrics": metrics, "inputs": {"raw": str(args.raw), "restored": str(args.restored), "truth": args.truth,
                                           "baselines": args.baselines, "particles": args.particles,
@@ -142,5 +204,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'figure':<28}" + "".join(f"{c:>12}" for c in cols))
     for stem, vals in rows:
         print(f"{stem:<28}" + "".join(f"{v:>12.4f}" if v is not None else f"{'–':>12}" for v in vals))
+    if tf_text:
+        print(tf_text)
     print(f"wrote {out} and {fig_dir}/")
     return 0

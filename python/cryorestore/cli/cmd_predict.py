@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--source", action="append", default=[], metavar="KEY=VALUE",
                    help="where the input came from, for OUT.provenance.json (e.g. dataset=10000 run=TS_026); repeatable")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="with --odd: also write OUT_uncertainty.mrc, the local standard deviation of the restored map "
+                        "from the half maps' noise (spread of the restorations of the two halves)")
     add_inference_options(p)  # default: the preset the model was trained with, as in 'denoise'
     add_device_option(p)
 
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         out = predict_files(args.model_dir, args.even, args.odd, args.out, device=device, tile=args.tile,
                             overlap=args.overlap, batch_size=args.batch_size, progress=not args.no_progress,
-                            tta=args.tta, combine=args.combine)
+                            tta=args.tta, combine=args.combine, uncertainty=args.uncertainty)
     except TileOutOfMemoryError as exc:
         print(f"cryorestore predict: error: {exc}", file=sys.stderr)
         return EXIT_TILE_OOM
