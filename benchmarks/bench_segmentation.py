@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from cryorestore import baseline, io
 from cryorestore.evaluate import segmentation
@@ -78,7 +77,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     names = ["truth", "raw", "gaussian"] + (["restored"] if restored else [])
-    print(f"| preset | seed | " + " | ".join(f"Dice {n}" for n in names) + " | CPU s (truth) |")
+    print("| preset | seed | " + " | ".join(f"Dice {n}" for n in names) + " | CPU s (truth) |")
     print("| --- | --- | " + " | ".join("---" for _ in names) + " | --- |")
     for r in rows:
         cells = [f"{r[f'dice_{n}']:.3f}" if f"dice_{n}" in r else "-" for n in names]
