@@ -25,8 +25,9 @@ def _bench():
 
 
 def _run(gauss: dict, quick: dict) -> dict:
-    return {"species": ["a"], "maps": {"raw": dict(gauss), "gaussian": gauss, "wiener": dict(gauss), "quick": quick},
-            "gaussian_sigma": 1.0}
+    return {"species": ["a"], "maps": {"raw": dict(gauss), "gaussian": dict(gauss), "gaussian*": gauss,
+                                       "wiener": dict(gauss), "quick": quick},
+            "gaussian_sigma": 1.0, "sweep_sigma": {k: 0.75 for k in gauss}}
 
 
 def test_bars_use_the_mean_difference_over_seeds_and_count_seeds():
@@ -45,7 +46,7 @@ def test_bars_use_the_mean_difference_over_seeds_and_count_seeds():
     del runs[100]["maps"]["quick"]["psnr_clean"], runs[101]["maps"]["quick"]["psnr_clean"]
     assert "NOT MEASURED" in b.bar_lines(runs)[2]
     text = b.table("toy", runs)
-    assert "| quick (default restoration) |" in text and "PR-AUC a" in text
+    assert "| quick (default restoration) |" in text and "PR-AUC a" in text and "| gaussian* (σ best per column) |" in text
     assert "0.600 ± " not in text and f"{np.mean([0.6, 0.4]):.3f} ± {np.std([0.6, 0.4], ddof=1):.3f}" in text
 
 
@@ -71,6 +72,10 @@ def test_smoke_run_is_resumable_and_scores_the_clean_map(tmp_path):
         s = doc["maps"][name]
         for key in ("psnr", "psnr_eq", "psnr_clean", "fsc_band_apod", "fsc05_apod", "wedge_corr"):
             assert np.isfinite(s[key]), (name, key)
+    # the sweep's best Gaussian per figure is at least as good as the one chosen by truth PSNR
+    for key in ("psnr", "psnr_eq", "psnr_clean", "fsc_band_apod"):
+        assert doc["maps"]["gaussian*"][key] >= doc["maps"]["gaussian"][key] - 1e-4, key
+    assert doc["sweep_sigma"]["psnr"] == doc["gaussian_sigma"]
     metrics = json.loads((out / "toy" / "s100" / "quick" / "metrics.json").read_text())
     assert metrics["inputs"]["clean"] == str(data / "clean.mrc")
     assert metrics["training"]["history"][-1]["step"] <= 8  # --max-steps reached denoise (whole epochs)
