@@ -68,6 +68,30 @@ def test_evaluate_writes_required_metrics(run_dir, dataset):
     assert (run_dir / "figures" / "orthoslices.png").is_file() and (run_dir / "figures" / f"pr_{sp}.png").is_file()
 
 
+def test_evaluate_scores_against_the_clean_map_in_the_sampled_region(dataset, tmp_path):
+    from conftest import run_cli
+
+    from cryorestore.evaluate.quality import psnr_vs_clean
+
+    d, _ = dataset
+    clean = tmp_path / "clean.mrc"
+    io.write_mrc(clean, ndimage.gaussian_filter(io.read_mrc(d / "ground_truth.mrc").data, 0.7), 10.0)
+    out = tmp_path / "ev" / "metrics.json"
+    r = run_cli("evaluate", "--raw", d / "full.mrc", "--restored", d / "restored.mrc", "--clean", clean,
+                "--tilt-range", "-50", "55", "--out", out)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    c = io.read_mrc(clean).data
+    for name, f in (("raw", "full.mrc"), ("restored", "restored.mrc")):
+        ref = psnr_vs_clean(io.read_mrc(d / f).data, c, (-50.0, 55.0))
+        assert doc["metrics"][f"psnr_clean_{name}"] == pytest.approx(ref, abs=1e-6)
+    assert doc["metrics"]["psnr_clean_restored"] > doc["metrics"]["psnr_clean_raw"]
+    assert "psnr_clean" in r.stdout and len(json.loads((out.parent / "curves.json").read_text())["raw_vs_clean_error"]) > 10
+    bad = tmp_path / "bad" / "metrics.json"
+    r = run_cli("evaluate", "--raw", d / "full.mrc", "--restored", d / "restored.mrc", "--clean", clean, "--out", bad)
+    assert r.returncode == 2 and "--tilt-range" in r.stderr and not bad.exists()
+
+
 def test_match_cli_outputs(run_dir, dataset):
     m = json.loads((run_dir / "match" / "metrics.json").read_text())
     for key in ("pr_auc", "peak_f1", "n_peaks"):

@@ -145,8 +145,14 @@ def test_wedge_methods_train_and_refill(dataset, tmp_path, capsys):
 
 def test_denoise_cli_end_to_end(dataset, tmp_path, capsys):
     out = tmp_path / "run"
+    clean = tmp_path / "clean.mrc"  # a stand-in for the simulator's noise-free reconstruction
+    from scipy import ndimage
+
+    gt = io.read_mrc(dataset / "ground_truth.mrc")
+    io.write_mrc(clean, ndimage.gaussian_filter(gt.data, 0.8), gt.voxel_size)
     rc = main(["denoise", "--even", str(dataset / "even.mrc"), "--odd", str(dataset / "odd.mrc"), "--raw",
                str(dataset / "full.mrc"), "--truth", str(dataset / "ground_truth.mrc"), "--out-dir", str(out),
+               "--clean", str(clean), "--tilt-range", "-60", "60",
                "--method", "n2n", "--epochs", "1", "--subtomo-size", "16", "--n-subtomos", "12", "--batch-size", "4", "--device", "cpu",
                "--model-option", "base_channels=4", "--model-option", "depth=2", "--no-progress", "--tile", "32"])
     assert rc == 0
@@ -155,8 +161,16 @@ def test_denoise_cli_end_to_end(dataset, tmp_path, capsys):
     assert "stopped after epoch 1" in text
     rep = json.loads((out / "metrics.json").read_text())
     assert rep["gaussian_baseline"]["sigma_voxels"] > 0
-    for k in ("psnr_raw", "psnr_gaussian", "psnr_restored", "fsc05_raw", "fsc05_restored", "wedge_corr_raw", "wedge_corr_restored"):
-        assert np.isfinite(rep["metrics"][k])
+    for k in ("psnr_raw", "psnr_gaussian", "psnr_restored", "fsc05_raw", "fsc05_restored", "wedge_corr_raw", "wedge_corr_restored",
+              "psnr_eq_raw", "psnr_eq_gaussian", "psnr_eq_restored", "psnr_clean_raw", "psnr_clean_gaussian",
+              "psnr_clean_restored"):
+        assert np.isfinite(rep["metrics"][k]), k
+    assert "equalised per shell" in text and "PSNR vs clean, sampled region" in text
+    from cryorestore.evaluate.quality import psnr_vs_clean
+
+    assert rep["metrics"]["psnr_clean_restored"] == pytest.approx(
+        psnr_vs_clean(io.read_mrc(out / "restored.mrc").data, io.read_mrc(clean).data, (-60.0, 60.0)), abs=1e-6)
+    assert rep["inputs"]["clean"] == str(clean)
     assert rep["training"]["epochs"] == 1 and (out / "model" / "weights.pt").is_file()
     png = (out / "model" / "loss.png").read_bytes()  # the loss curves, beside the model
     assert png.startswith(b"\x89PNG") and len(png) > 1000

@@ -2,7 +2,8 @@
 
 Writes ``DIR/model/`` (model directory), ``DIR/restored.mrc`` and ``DIR/metrics.json`` (figures of the
 raw map, a Gaussian low-pass of it and the restored map against the truth when ``--truth`` is given,
-plus training details), and prints a raw / Gaussian / restored table: a restoration is only worth its
+and against the noise-free reconstruction in the sampled region when ``--clean`` is given, plus training
+details), and prints a raw / Gaussian / restored table: a restoration is only worth its
 cost where it beats the classical filter.
 
 With half maps it also scores the run without any truth (:mod:`cryorestore.evaluate.truthfree`, as
@@ -35,6 +36,8 @@ HELP = "train a model on the half tomograms, restore them, and report before/aft
 
 ROWS = (
     ("PSNR vs truth (dB, affine fit)", "psnr", "{:.2f}"),
+    ("PSNR vs truth (dB, equalised per shell)", "psnr_eq", "{:.2f}"),
+    ("PSNR vs clean, sampled region (dB)", "psnr_clean", "{:.2f}"),
     ("SSIM vs truth", "ssim", "{:.3f}"),
     ("FSC=0.5 vs truth (cycles/voxel)", "fsc05", "{:.4f}"),
     ("FSC=0.5 apod. vs truth (cycles/voxel)", "fsc05_apod", "{:.4f}"),
@@ -50,8 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_train_arguments(p, with_out=False)
     p.add_argument("--out-dir", required=True, metavar="DIR", help="writes DIR/model/, DIR/restored.mrc, DIR/metrics.json")
     p.add_argument("--truth", metavar="GT.mrc", help="ground truth on the same grid (simulated data) for PSNR/FSC figures")
-    p.add_argument("--clean", metavar="C.mrc", help="noise-free reconstruction on the same grid (the simulator's "
-                   "clean.mrc): the truth-free table shows the true gain beside its estimate")
+    p.add_argument("--clean", metavar="CLEAN.mrc",
+                   help="noise-free reconstruction on the same grid (the simulator's clean.mrc): PSNR against it on the "
+                        "Fourier coefficients the tilts sampled, and the true gain beside the truth-free estimate")
     p.add_argument("--raw", metavar="FULL.mrc",
                    help="the raw map to compare against (default: the mean of --even and --odd, or --even alone)")
     p.add_argument("--tile", type=positive(int), default=None, help="prediction tile edge in voxels")
@@ -96,11 +100,11 @@ def gaussian_baseline_map(raw: np.ndarray, even: np.ndarray, odd: np.ndarray | N
 
 
 def baseline_metrics(raw: np.ndarray, gauss: np.ndarray, voxel_size: float, truth: np.ndarray | None,
-                     tilt_range: tuple[float, float]) -> dict:
+                     tilt_range: tuple[float, float], clean: np.ndarray | None = None) -> dict:
     """The Gaussian map's figures, keyed ``<figure>_gaussian`` like map_metrics' ``<figure>_restored``."""
     from cryorestore.evaluate.quality import map_metrics
 
-    m = map_metrics(raw, gauss, voxel_size, truth=truth, tilt_range=tilt_range)
+    m = map_metrics(raw, gauss, voxel_size, truth=truth, tilt_range=tilt_range, clean=clean)
     return {k[:-len("_restored")] + "_gaussian": float(v) for k, v in m.items()
             if k.endswith("_restored") and isinstance(v, (int, float, np.floating)) and "_vs_" not in k}
 
@@ -125,8 +129,6 @@ def run(args: argparse.Namespace) -> int:
         io.check_same_grid(even, truth, args.even[0], args.truth)
     clean = None
     if args.clean:
-        if odd is None:
-            raise InputError("--clean is for the truth-free score, which needs --odd (half maps)")
         clean = io.read_mrc(args.clean)
         io.check_same_grid(even, clean, args.even[0], args.clean)
     if args.raw:
@@ -156,11 +158,13 @@ def run(args: argparse.Namespace) -> int:
 
     provenance.write(out_dir / "restored.mrc", out_dir / "model", {"even": args.even[0], "odd": args.odd[0] if args.odd else None})
     truth_data = None if truth is None else truth.data
-    metrics = map_metrics(raw, restored, even.voxel_size, truth=truth_data, tilt_range=tuple(cfg.tilt_range))
+    clean_data = None if clean is None else clean.data
+    metrics = map_metrics(raw, restored, even.voxel_size, truth=truth_data, tilt_range=tuple(cfg.tilt_range),
+                          clean=clean_data)
     metrics = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in metrics.items()}
     gauss, gauss_params = gaussian_baseline_map(raw, even.data, None if odd is None else odd.data, truth_data)
     if gauss is not None:
-        metrics |= baseline_metrics(raw, gauss, even.voxel_size, truth_data, tuple(cfg.tilt_range))
+        metrics |= baseline_metrics(raw, gauss, even.voxel_size, truth_data, tuple(cfg.tilt_range), clean_data)
     if truth_data is not None:
         for name, m in (("raw", raw), ("gaussian", gauss), ("restored", restored)):
             if m is not None:
@@ -173,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
                      "best_val_loss": res.best_val_loss, "n_parameters": res.n_parameters,
                      "stop_reason": res.stop_reason, "preset": cfg.preset, "history": res.history},
         "inputs": {"even": args.even[0], "odd": args.odd[0] if args.odd else None, "truth": args.truth,
-                   "raw": args.raw or ("mean of even and odd" if odd is not None else args.even[0])},
+                   "clean": args.clean, "raw": args.raw or ("mean of even and odd" if odd is not None else args.even[0])},
     }
     tf_text = "no half maps: no truth-free score (it needs --odd)"
     if halves is not None:

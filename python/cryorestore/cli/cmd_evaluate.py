@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raw", required=True, metavar="R.mrc", help="the raw map: the full tomogram or the mean of the half maps (never one half alone)")
     p.add_argument("--restored", required=True, metavar="D.mrc", help="the restored map, same grid")
     p.add_argument("--truth", metavar="GT.mrc", help="noiseless truth on the same grid (simulator's ground_truth.mrc)")
+    p.add_argument("--clean", metavar="CLEAN.mrc", help="noise-free reconstruction on the same grid (simulator's "
+                   "clean.mrc): PSNR against it on the Fourier coefficients the tilts sampled (needs --tilt-range)")
     p.add_argument("--tilt-range", type=float, nargs=2, metavar=("MIN", "MAX"), help="tilt range in degrees: wedge metrics")
     p.add_argument("--particles", metavar="P.star", help="true particle poses: STA at these poses; SNR signal boxes")
     p.add_argument("--baselines", metavar="DIR", help="folder written by 'cryorestore baseline': its gaussian.mrc and "
@@ -121,6 +123,13 @@ def run(args: argparse.Namespace) -> int:
         io.check_same_grid(raw, t, args.raw, args.truth)
         truth = t.data
     tr = tilt_range(args.tilt_range) if args.tilt_range else None
+    clean = None
+    if args.clean:
+        if tr is None:
+            raise InputError("--clean needs --tilt-range (the PSNR against it counts only the sampled region)")
+        c = io.read_mrc(args.clean)
+        io.check_same_grid(raw, c, args.raw, args.clean)
+        clean = c.data
     particles = io.read_particles(args.particles) if args.particles else None
     templates = None
     if args.template:
@@ -144,8 +153,9 @@ def run(args: argparse.Namespace) -> int:
     fig_dir = out.parent / "figures"
     extra = {k: v for k, v in maps.items() if k not in ("raw", "restored")}
 
-    metrics: dict = quality.map_metrics(maps["raw"], maps["restored"], vs, truth=truth, tilt_range=tr, extra=extra)
-    curves = quality.map_curves(maps["raw"], maps["restored"], truth, tr, extra=extra)
+    metrics: dict = quality.map_metrics(maps["raw"], maps["restored"], vs, truth=truth, tilt_range=tr, extra=extra,
+                                        clean=clean)
+    curves = quality.map_curves(maps["raw"], maps["restored"], truth, tr, extra=extra, clean=clean)
     if truth is not None:
         try:
             centres = None if particles is None else io.particle_arrays(particles)[0]
@@ -196,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         tf_text = tf.format_table(result)
     io.write_text(out.parent / "curves.json", json.dumps(curves) + "\n")
     doc = {"metrics": metrics, "inputs": {"raw": str(args.raw), "restored": str(args.restored), "truth": args.truth,
-                                          "baselines": args.baselines, "particles": args.particles,
+                                          "clean": args.clean, "baselines": args.baselines, "particles": args.particles,
                                           "template": args.template, "membranes": args.membranes,
                                           "tilt_range": list(tr) if tr else None, "match_step": args.match_step}}
     io.write_text(out, json.dumps(doc, indent=2) + "\n")

@@ -11,6 +11,34 @@ offset, contrast may even be inverted). Before PSNR/SSIM each map ``x`` is repla
 with ``(a, b)`` the least-squares solution of ``min Σ (a·x + b − t)²`` against the truth ``t``, so
 the metrics measure structure, not calibration.
 
+Equalised PSNR
+--------------
+Scoring that does not depend on how a simulator (or a microscope) shapes the low frequencies.
+``equalised_psnr`` fits, per Fourier shell ``q`` (the shells of :mod:`cryorestore.fourier`; the
+coefficients beyond the Nyquist shell, the corners of the box, form one more group), the real gain
+``g_q`` that minimises ``Σ_{k∈q} |g_q·X(k) − T(k)|²`` — the best any linear isotropic filter (a real
+radial transfer function, one value per shell; a negative value flips the contrast of that shell, as
+a CTF does) can do with the map — and matches the DC coefficient exactly (the free offset of the
+affine fit). The filtered map's MSE against the truth then is, by Parseval,
+``Σ_q Σ_{k∈q} |T|² · (1 − FSC_q²) / N²`` (``N`` voxels; ``FSC_q`` the map's FSC with the truth in
+shell ``q``), and the PSNR uses the affine PSNR's peak, ``range(truth) = max − min``. It is never below
+the affine PSNR (one gain for every shell is one of the filters it searches), and two maps that differ
+only by an invertible linear isotropic filter get the same figure.
+
+PSNR against the noise-free reconstruction
+------------------------------------------
+Simulators write ``clean.mrc``: the reconstruction of the tilt series without shot noise, through the
+same pipeline as ``full.mrc``. It is the signal both half maps share (CTF, exposure filter and
+reconstruction filter included). ``psnr_vs_clean`` compares a map with it *only on the Fourier
+coefficients the tilts sampled*: with ``M`` the measured-region mask of the tilt range
+(:func:`sampled_region`: :func:`cryorestore.fourier.missing_wedge_mask`, 1 = sampled, made
+Hermitian-symmetric; the ky axis and DC always count),
+both maps are reduced to ``F⁻¹(M·F(·))`` and the map is affinely fitted (``a·x + b``, least squares) to
+the clean one; the MSE is the mean over all ``N`` voxels of the squared difference of those band-limited
+volumes, computed in Fourier space by Parseval (``Σ_{k: M(k)=1, k≠0} |a·X(k) − C(k)|² / N²``; the
+offset ``b`` makes DC exact), and the peak is ``range(clean) = max − min`` of the clean map as given
+(unmasked). Filling the missing wedge is thus neither rewarded nor punished.
+
 Missing-wedge correlation
 -------------------------
 For a tilt range [a, b] about y the *missing* coefficients are ``1 − fourier.missing_wedge_mask``.
@@ -240,13 +268,116 @@ def band_apodised_fsc(x: np.ndarray, truth: np.ndarray, band: tuple[float, float
     return float(apodised_fsc(x, truth)[band_shells(crop, band)].mean())
 
 
+# --------------------------------------------------------------------------------------------
+# scoring that does not depend on the low-frequency shaping: equalised PSNR, PSNR vs the clean map
+# --------------------------------------------------------------------------------------------
+def _spectrum64(x: np.ndarray) -> torch.Tensor:
+    """rfft of a (z, y, x) map in float64 (complex128)."""
+    return torch.fft.rfftn(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)))
+
+
+def _psnr_db(mse: float, peak: float) -> float:
+    """``10·log10(peak² / mse)`` with the conventions of :func:`psnr` (inf for a perfect map)."""
+    if mse <= 0:
+        return float("inf")
+    if peak <= 0:
+        return float("-inf")
+    return 10.0 * math.log10(peak * peak / mse)
+
+
+def _group_sums(values: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Sum of rfft-grid ``values`` (float64) per group index (0 … n_groups − 1)."""
+    return torch.bincount(groups.reshape(-1), weights=values.reshape(-1), minlength=n_groups)
+
+
+def equalisation(x: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:
+    """Equalised PSNR (dB) of ``x`` against ``truth`` and the fitted per-shell gains.
+
+    See the module docstring: per shell ``q`` the real gain ``g_q = Re Σ X·conj(T) / Σ |X|²`` over the
+    shell's non-DC coefficients (full-grid sums, float64), DC matched exactly, PSNR of the filtered map
+    with peak ``range(truth)``. Returns ``(psnr_db, gains)`` with ``gains`` float64 of length
+    ``n_shells + 1``: shells 0 … min(shape)//2 (at ``k / min(shape)`` cycles/voxel), then the group of
+    the corner coefficients beyond the Nyquist shell; a group without coefficients (or without power in
+    ``x``) gets gain 0.
+    """
+    xd, td = np.asarray(x, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    if xd.shape != td.shape or xd.ndim != 3:
+        raise ValueError(f"equalised PSNR needs two 3D maps of one shape, got {xd.shape} and {td.shape}")
+    shape = tuple(xd.shape)
+    fx, ft = _spectrum64(xd), _spectrum64(td)
+    w = fourier.rfft_weights(shape).expand(fx.shape).clone()
+    w[0, 0, 0] = 0.0  # DC: the free offset
+    groups, n = fourier.shell_index(shape), fourier.n_shells(shape) + 1
+    sxt = _group_sums(w * (fx * ft.conj()).real, groups, n)
+    sxx = _group_sums(w * fx.abs() ** 2, groups, n)
+    gains = torch.where(sxx > 0, sxt / torch.where(sxx > 0, sxx, torch.ones_like(sxx)), torch.zeros_like(sxx))
+    err = float((w * (gains[groups] * fx - ft).abs() ** 2).sum()) / float(np.prod(shape)) ** 2
+    return _psnr_db(err, data_range(td)), gains.numpy()
+
+
+def equalised_psnr(x: np.ndarray, truth: np.ndarray) -> float:
+    """PSNR (dB) of ``x`` after the best per-shell real gain against ``truth`` (see :func:`equalisation`)."""
+    return equalisation(x, truth)[0]
+
+
+def sampled_region(shape: tuple[int, int, int], tilt_range: tuple[float, float]) -> torch.Tensor:
+    """rfft-grid float64 mask (1 = sampled) of the coefficients the tilts in ``tilt_range`` (°) measured,
+    Hermitian-symmetric: :func:`cryorestore.fourier.missing_wedge_mask` of the coefficient times that of
+    its mirror ``−k`` (they differ only on the Nyquist planes of even dimensions, where ``−k`` aliases to
+    another line), so that the masked map is real and Parseval holds for it on the rfft grid."""
+    lo, hi = float(tilt_range[0]), float(tilt_range[1])
+    fourier.check_tilt_range(lo, hi)
+    z, y, x = (int(n) for n in shape)
+    m = fourier.missing_wedge_mask(shape, lo, hi).double()
+    fz = torch.fft.fftfreq(z, dtype=torch.float64)
+    fx = torch.fft.fftfreq(x, dtype=torch.float64)
+    kz_mirror = fz[(-torch.arange(z)) % z].view(z, 1, 1)
+    kx_mirror = fx[(-torch.arange(x // 2 + 1)) % x].view(1, 1, -1)
+    mirror = fourier.wedge_mask_from_frequencies(kz_mirror, kx_mirror, -hi, -lo).double()
+    return m * mirror  # (z, y, xr) by broadcasting over y
+
+
+def clean_comparison(x: np.ndarray, clean: np.ndarray, tilt_range: tuple[float, float]) -> dict:
+    """``x`` against the noise-free reconstruction ``clean`` on the sampled Fourier coefficients only.
+
+    See the module docstring. Returns a dict: ``psnr`` (dB; peak ``range(clean)``), ``gain`` (the
+    affine fit's slope ``a``), ``shell_error`` (float64, per shell 0 … min(shape)//2: the fitted map's
+    squared error ``Σ |a·X − C|²`` over the shell's sampled non-DC coefficients divided by the clean
+    map's power ``Σ |C|²`` there; 0 where the clean map has none) and ``shell_clean_power`` (``Σ |C|²``
+    per shell, full-grid sums). ``tilt_range`` in degrees about y.
+    """
+    xd, cd = np.asarray(x, dtype=np.float64), np.asarray(clean, dtype=np.float64)
+    if xd.shape != cd.shape or xd.ndim != 3:
+        raise ValueError(f"PSNR against the clean map needs two 3D maps of one shape, got {xd.shape} and {cd.shape}")
+    shape = tuple(xd.shape)
+    fx, fc = _spectrum64(xd), _spectrum64(cd)
+    w = fourier.rfft_weights(shape) * sampled_region(shape, tilt_range)
+    w[0, 0, 0] = 0.0  # DC: the free offset
+    sxx = float((w * fx.abs() ** 2).sum())
+    a = float((w * (fx * fc.conj()).real).sum()) / sxx if sxx > 0 else 0.0
+    err = w * (a * fx - fc).abs() ** 2
+    mse = float(err.sum()) / float(np.prod(shape)) ** 2
+    groups, n = fourier.shell_index(shape), fourier.n_shells(shape) + 1
+    e_q = _group_sums(err, groups, n)[:-1]
+    p_q = _group_sums(w * fc.abs() ** 2, groups, n)[:-1]
+    rel = torch.where(p_q > 0, e_q / torch.where(p_q > 0, p_q, torch.ones_like(p_q)), torch.zeros_like(p_q))
+    return {"psnr": _psnr_db(mse, data_range(cd)), "gain": a, "shell_error": rel.numpy(),
+            "shell_clean_power": p_q.numpy()}
+
+
+def psnr_vs_clean(x: np.ndarray, clean: np.ndarray, tilt_range: tuple[float, float]) -> float:
+    """PSNR (dB) of ``x`` against the noise-free reconstruction on the Fourier coefficients sampled by
+    ``tilt_range`` (degrees), after an affine fit; see :func:`clean_comparison`."""
+    return float(clean_comparison(x, clean, tilt_range)["psnr"])
+
+
 def truth_metrics(
     m: np.ndarray, truth: np.ndarray, voxel_size: float, tilt_range: tuple[float, float] | None = None,
     truth_contrast: float | None = None,
 ) -> dict[str, float]:
     """Figures of one map against the truth (keys without a map suffix; all plain floats).
 
-    ``psnr``, ``ssim`` (after the affine grey-level fit); ``sign`` (:func:`truth_sign`); ``fsc05``:
+    ``psnr``, ``ssim`` (after the affine grey-level fit); ``psnr_eq`` (:func:`equalised_psnr`); ``sign`` (:func:`truth_sign`); ``fsc05``:
     where FSC(sign·m, truth) over the whole map first drops below 0.5 (cycles/voxel, ``fsc05_angstrom``
     in Å) — against a known truth the resolution criterion is 0.5, not the half-map 0.143;
     ``fsc05_apod``: the same on the Tukey-apodised centre crops (:func:`apodised_fsc`, ``box``
@@ -259,6 +390,7 @@ def truth_metrics(
     out: dict[str, float] = {}
     sign = truth_sign(m, truth)
     out["psnr"], out["ssim"], out["sign"] = psnr(m, truth), ssim(m, truth), sign
+    out["psnr_eq"] = equalised_psnr(m, truth)
     curve = sign * fsc_curve(m, truth)
     r05 = fourier.resolutions(curve, shape, voxel_size, thresholds=(0.5,))[0.5]
     out["fsc05"], out["fsc05_angstrom"] = r05.frequency, r05.angstrom
@@ -283,6 +415,7 @@ def map_metrics(
     truth: np.ndarray | None = None,
     tilt_range: tuple[float, float] | None = None,
     extra: dict[str, np.ndarray] | None = None,
+    clean: np.ndarray | None = None,
 ) -> dict:
     """Numbers describing a restoration; every value is a plain ``float`` (JSON-ready).
 
@@ -298,6 +431,8 @@ def map_metrics(
     historical order).
     With ``tilt_range`` (degrees about y): ``wedge_power_fraction_m``; with the truth also ``wedge_corr_m``
     (``wedge_freq_min``/``wedge_freq_max`` record its band in cycles/voxel).
+    With ``clean`` (the noise-free reconstruction, same grid; needs ``tilt_range``): ``psnr_clean_m``
+    (:func:`psnr_vs_clean`, dB, sampled region only).
     """
     r = np.asarray(raw, dtype=np.float32)
     d = np.asarray(restored, dtype=np.float32)
@@ -307,6 +442,10 @@ def map_metrics(
         raise ValueError(f"raw {r.shape} and restored {d.shape} differ in shape")
     if truth is not None and np.shape(truth) != r.shape:
         raise ValueError(f"truth {np.shape(truth)} differs in shape from the maps {r.shape}")
+    if clean is not None and np.shape(clean) != r.shape:
+        raise ValueError(f"clean map {np.shape(clean)} differs in shape from the maps {r.shape}")
+    if clean is not None and tilt_range is None:
+        raise ValueError("the PSNR against the clean reconstruction needs the tilt range (its sampled region)")
     maps = {"raw": r, "restored": d}
     for name, v in (extra or {}).items():
         if np.shape(v) != r.shape:
@@ -340,26 +479,37 @@ def map_metrics(
     elif tilt_range is not None:
         for name, m in maps.items():
             out[f"wedge_power_fraction_{name}"] = wedge_power_fraction(m, tilt_range)
+    if clean is not None:
+        for name, m in maps.items():
+            out[f"psnr_clean_{name}"] = psnr_vs_clean(m, clean, tilt_range)
     return {k: float(v) for k, v in out.items()}
 
 
 def map_curves(
     raw: np.ndarray, restored: np.ndarray, truth: np.ndarray | None = None,
     tilt_range: tuple[float, float] | None = None, extra: dict[str, np.ndarray] | None = None,
+    clean: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """FSC curves for plots: ``frequency`` (cycles/voxel), ``raw_vs_restored`` (agreement; shared noise),
     and with the truth, for ``m`` in raw, restored and the names of ``extra``: ``m_vs_truth`` (whole map,
     up to the global sign of :func:`truth_sign`), ``m_vs_truth_apod`` (:func:`apodised_fsc`, at
-    ``apod_frequency``) and with a tilt range ``wedge_m``."""
+    ``apod_frequency``), ``m_eq_gain`` (the per-shell gains of :func:`equalisation`, at ``frequency``)
+    and with a tilt range ``wedge_m``; with ``clean`` and a tilt range, ``m_vs_clean_error`` (the
+    relative per-shell error against the clean map in the sampled region, :func:`clean_comparison`)."""
     shape = tuple(np.shape(raw))
     curves: dict[str, list[float]] = {"frequency": fourier.shell_frequencies(shape).tolist(),
                                       "raw_vs_restored": fsc_curve(raw, restored).tolist()}
+    named = dict({"raw": raw, "restored": restored}, **(extra or {}))
+    if clean is not None and tilt_range is not None:
+        for name, m in named.items():
+            curves[f"{name}_vs_clean_error"] = clean_comparison(m, clean, tilt_range)["shell_error"].tolist()
     if truth is not None:
         curves["apod_frequency"] = fourier.shell_frequencies(tuple(min(APOD_BOX, n) for n in shape)).tolist()
-        for name, m in dict({"raw": raw, "restored": restored}, **(extra or {})).items():
+        for name, m in named.items():
             sign = truth_sign(m, truth)
             curves[f"{name}_vs_truth"] = (sign * fsc_curve(m, truth)).tolist()
             curves[f"{name}_vs_truth_apod"] = apodised_fsc(m, truth).tolist()
+            curves[f"{name}_eq_gain"] = equalisation(m, truth)[1][:-1].tolist()
             if tilt_range is not None:
                 curves[f"wedge_{name}"] = (sign * wedge_correlation(m, truth, tilt_range)[1]).tolist()
     return curves
