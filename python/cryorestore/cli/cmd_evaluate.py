@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restored", required=True, metavar="D.mrc", help="the restored map, same grid")
     p.add_argument("--truth", metavar="GT.mrc", help="noiseless truth on the same grid (simulator's ground_truth.mrc)")
     p.add_argument("--clean", metavar="CLEAN.mrc", help="noise-free reconstruction on the same grid (simulator's "
-                   "clean.mrc): PSNR against it on the Fourier coefficients the tilts sampled (needs --tilt-range)")
+                   "clean.mrc): PSNR against it on the Fourier coefficients the tilts sampled (needs --tilt-range); with --even/--odd/--model also the "
+                   "true gain beside the truth-free estimate")
     p.add_argument("--tilt-range", type=float, nargs=2, metavar=("MIN", "MAX"), help="tilt range in degrees: wedge metrics")
     p.add_argument("--particles", metavar="P.star", help="true particle poses: STA at these poses; SNR signal boxes")
     p.add_argument("--baselines", metavar="DIR", help="folder written by 'cryorestore baseline': its gaussian.mrc and "
@@ -59,7 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "score runs its network on each half alone over the held-out slab it records")
     p.add_argument("--holdout", metavar="AXIS:START:STOP", help="held-out slab for the truth-free score (voxels)")
     p.add_argument("--holdout-mask", metavar="M.mrc", help="held-out region as a mask for the truth-free score")
-    p.add_argument("--clean", metavar="C.mrc", help="noise-free reconstruction: the true gain beside the estimate")
     p.add_argument("--out", required=True, metavar="metrics.json", help="output JSON file")
     add_seed_option(p)
     add_device_option(p)
@@ -85,8 +85,8 @@ def _truthfree_inputs(args: argparse.Namespace, raw: io.Volume, device):
 
     wanted = [k for k in ("even", "odd", "model") if getattr(args, k)]
     if not wanted:
-        if args.holdout or args.holdout_mask or args.clean:
-            raise InputError("--holdout, --holdout-mask and --clean belong to the truth-free score: give --even, "
+        if args.holdout or args.holdout_mask:
+            raise InputError("--holdout and --holdout-mask belong to the truth-free score: give --even, "
                              "--odd and --model too")
         return None
     if len(wanted) != 3:
