@@ -18,7 +18,6 @@ memory-mapped input. Sizes are in voxels; volumes are (z, y, x) float32.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -124,26 +123,38 @@ def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None
 
 def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | None, out: str | Path,
                   device: torch.device | str = "cpu", tta: str | None = None, combine: str | None = None,
-                  **kwargs) -> Path:
-    """Restore memory-mapped maps with the model directory; write ``out`` with the input's voxel size.
+                  zarr_level: int = 0, bin: int = 1, **kwargs) -> Path:
+    """Restore maps (MRC memory maps or OME-Zarr levels, read tile by tile) with the model directory;
+    write ``out`` (MRC, or an OME-Zarr pyramid when it ends in ``.zarr``) with the input's voxel size.
 
+    ``zarr_level``: the OME-Zarr level to read; ``bin``: Fourier binning at load
+    (:func:`cryorestore.volume_io.fourier_bin`; the output's voxel size is the input's times ``bin``).
     ``tta``/``combine`` left None take the values of the preset the model was trained with
     (:func:`cryorestore.presets.inference_values`; no test-time augmentation and the plain mean for a
     model trained without one), so ``predict`` gives the map ``denoise`` gives.
     """
+    import sys
+
+    from cryorestore import volume_io
     from cryorestore.presets import inference_values
 
     loaded = load_model_dir(model_dir, device)
     preset = loaded.config.get("preset")
     chosen = inference_values(preset) if preset else {"tta": "none", "combine": "mean"}
     chosen |= {k: v for k, v in (("tta", tta), ("combine", combine)) if v is not None}
-    with contextlib.ExitStack() as stack:
-        ve = stack.enter_context(io.open_mrc_mmap(even))
-        vo = None
-        if odd is not None:
-            vo = stack.enter_context(io.open_mrc_mmap(odd))
-            io.check_same_grid(ve, vo, str(even), str(odd))
-        voxel_size = ve.voxel_size
-        result = restore(loaded, ve.data, None if vo is None else vo.data, device=device, **chosen, **kwargs)
-        del ve, vo  # the last references to the maps: the input pages leave memory before the output is written
-    return io.write_mrc(out, result, voxel_size)
+    ve = volume_io.read_volume(even, zarr_level, bin, lazy=True)
+    vo = None
+    if odd is not None:
+        vo = volume_io.read_volume(odd, zarr_level, bin, lazy=True)
+        io.check_same_grid(ve, vo, str(even), str(odd))
+    voxel_size = ve.voxel_size
+    note = volume_io.voxel_note(loaded.config.get("voxel_size"), voxel_size, bin)
+    if note:
+        print(f"cryorestore predict: warning: {note}", file=sys.stderr, flush=True)
+    e_data, o_data = ve.data, None if vo is None else vo.data
+    if chosen.get("combine", "mean") != "mean":  # the combinations filter whole maps: read lazy levels in
+        e_data = e_data if isinstance(e_data, np.ndarray) else volume_io.read_all(e_data)
+        o_data = o_data if o_data is None or isinstance(o_data, np.ndarray) else volume_io.read_all(o_data)
+    result = restore(loaded, e_data, o_data, device=device, **chosen, **kwargs)
+    del ve, vo, e_data, o_data  # the last references to the maps: the input pages leave memory before the output is written
+    return volume_io.write_volume(out, result, voxel_size)
