@@ -1,7 +1,8 @@
 """Apply a trained model directory to whole tomograms by streaming tiled inference.
 
 Each volume is cut into overlapping cubic tiles (reflect-padded at borders shorter than a tile),
-read one batch at a time (from a memory map when the input is a file), normalised with the model's
+read one batch at a time (from a memory map when the input is an MRC file; an OME-Zarr level is read
+into memory once, see :func:`predict_files`), normalised with the model's
 stored statistics as they are read, run through the network (AMP on CUDA) and added, weighted by
 a smooth window, into one host accumulator; dividing by the separable summed window
 (:class:`cryorestore.tiling.TileGrid`) blends them without seams, and the result is mapped back to
@@ -13,7 +14,7 @@ the one accumulator.
 Memory: the device holds the network and one batch of tiles (halved on out-of-memory; when one
 tile does not fit, :class:`~cryorestore.tiling.TileOutOfMemoryError`, which ``cryorestore predict``
 reports with exit code :data:`EXIT_TILE_OOM`); the host holds the output (float32) besides the
-memory-mapped input. Sizes are in voxels; volumes are (z, y, x) float32.
+memory-mapped input (or the OME-Zarr input in memory). Sizes are in voxels; volumes are (z, y, x) float32.
 """
 
 from __future__ import annotations
@@ -124,8 +125,9 @@ def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None
 def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | None, out: str | Path,
                   device: torch.device | str = "cpu", tta: str | None = None, combine: str | None = None,
                   zarr_level: int = 0, bin: int = 1, **kwargs) -> Path:
-    """Restore maps (MRC memory maps or OME-Zarr levels, read tile by tile) with the model directory;
-    write ``out`` (MRC, or an OME-Zarr pyramid when it ends in ``.zarr``) with the input's voxel size.
+    """Restore maps (MRC files, memory-mapped and read tile by tile, or OME-Zarr levels, read into memory
+    once) with the model directory; write ``out`` (MRC, or an OME-Zarr pyramid when it ends in ``.zarr``)
+    with the input's voxel size.
 
     ``zarr_level``: the OME-Zarr level to read; ``bin``: Fourier binning at load
     (:func:`cryorestore.volume_io.fourier_bin`; the output's voxel size is the input's times ``bin``).
@@ -151,10 +153,10 @@ def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | Non
     note = volume_io.voxel_note(loaded.config.get("voxel_size"), voxel_size, bin)
     if note:
         print(f"cryorestore predict: warning: {note}", file=sys.stderr, flush=True)
-    e_data, o_data = ve.data, None if vo is None else vo.data
-    if chosen.get("combine", "mean") != "mean":  # the combinations filter whole maps: read lazy levels in
-        e_data = e_data if isinstance(e_data, np.ndarray) else volume_io.read_all(e_data)
-        o_data = o_data if o_data is None or isinstance(o_data, np.ndarray) else volume_io.read_all(o_data)
+    # OME-Zarr levels are read into memory once (each chunk fetched and decoded once; overlapping tiles would
+    # decode a chunk many times, and fetch it as often from a remote store); MRC files stay memory-mapped
+    e_data = ve.data if isinstance(ve.data, np.ndarray) else volume_io.read_all(ve.data)
+    o_data = None if vo is None else vo.data if isinstance(vo.data, np.ndarray) else volume_io.read_all(vo.data)
     result = restore(loaded, e_data, o_data, device=device, **chosen, **kwargs)
     del ve, vo, e_data, o_data  # the last references to the maps: the input pages leave memory before the output is written
     return volume_io.write_volume(out, result, voxel_size)

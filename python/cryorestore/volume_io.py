@@ -454,10 +454,10 @@ def pyramid_shapes(shape: Sequence[int], min_edge: int = PYRAMID_MIN_EDGE, max_l
 
 
 def _mean_bin2(block: np.ndarray, out_shape: Sequence[int]) -> np.ndarray:
-    """2×2×2 mean of the first 2·out_shape voxels of a (z, y, x) block (float64 sums, float32 result)."""
+    """2×2×2 mean (float32) of the first 2·out_shape voxels of a (z, y, x) block."""
     z, y, x = (int(n) for n in out_shape)
-    b = np.asarray(block[:2 * z, :2 * y, :2 * x], dtype=np.float64)
-    return b.reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5)).astype(np.float32)
+    b = np.asarray(block[:2 * z, :2 * y, :2 * x], dtype=np.float32).reshape(z, 2, y, 2, x, 2)
+    return (b.sum(axis=(1, 3, 5), dtype=np.float32) * np.float32(0.125)).astype(np.float32, copy=False)
 
 
 def ngff_metadata(voxel_size: float, n_levels: int, name: str) -> dict:
@@ -515,7 +515,8 @@ def write_ome_zarr(path: PathLike, data: Any, voxel_size: float, *, name: str | 
     Levels ``0``, ``1``, … (:func:`pyramid_shapes`; 2×2×2 means) as float32 arrays with chunks of at most
     ``chunk_edge`` voxels per axis, ``/``-separated chunk keys and Blosc-LZ4 compression;
     :func:`ngff_metadata` in the root attributes. ``data`` (array, memory map or :class:`LazyLevel`) is
-    written in z-slabs, each level computed from the one written before. An existing store at ``path``
+    written in blocks of whole chunks (one chunk deep, whole chunk rows, about :data:`SLAB_VOXELS` voxels
+    read per block; at least one chunk row), each level computed from the one written before. An existing store at ``path``
     is replaced; a file or a folder that is not a zarr store is refused.
     """
     zarr = _zarr()
@@ -538,19 +539,21 @@ def write_ome_zarr(path: PathLike, data: Any, voxel_size: float, *, name: str | 
         group = zarr.open_group(str(tmp), mode="w", zarr_format=2)
         prev: Any = data
         for k, lvl_shape in enumerate(shapes):
-            arr = group.create_array(str(k), shape=lvl_shape, chunks=tuple(min(chunk_edge, n) for n in lvl_shape),
-                                     dtype="float32", compressors=compressor, fill_value=0.0,
-                                     chunk_key_encoding={"name": "v2", "separator": "/"})
-            plane = lvl_shape[1] * lvl_shape[2]
-            step = max(1, SLAB_VOXELS // max(1, plane * (8 if k else 1)))
-            step = max(arr.chunks[0], step // arr.chunks[0] * arr.chunks[0])  # whole chunks per write
-            for z0 in range(0, lvl_shape[0], step):
-                z1 = min(lvl_shape[0], z0 + step)
-                if k == 0:
-                    block = np.asarray(prev[z0:z1], dtype=np.float32)
-                else:
-                    block = _mean_bin2(prev[2 * z0:2 * z1], (z1 - z0, *lvl_shape[1:]))
-                arr[z0:z1] = block
+            chunks = tuple(min(chunk_edge, n) for n in lvl_shape)
+            arr = group.create_array(str(k), shape=lvl_shape, chunks=chunks, dtype="float32", compressors=compressor,
+                                     fill_value=0.0, chunk_key_encoding={"name": "v2", "separator": "/"})
+            # blocks of whole chunks (one chunk deep in z, whole chunk rows in y), about SLAB_VOXELS voxels read
+            row = chunks[0] * chunks[1] * lvl_shape[2] * (8 if k else 1)
+            ystep = chunks[1] * max(1, SLAB_VOXELS // max(1, row))
+            for z0 in range(0, lvl_shape[0], chunks[0]):
+                z1 = min(lvl_shape[0], z0 + chunks[0])
+                for y0 in range(0, lvl_shape[1], ystep):
+                    y1 = min(lvl_shape[1], y0 + ystep)
+                    if k == 0:
+                        block = np.asarray(prev[z0:z1, y0:y1], dtype=np.float32)
+                    else:
+                        block = _mean_bin2(prev[2 * z0:2 * z1, 2 * y0:2 * y1], (z1 - z0, y1 - y0, lvl_shape[2]))
+                    arr[z0:z1, y0:y1] = block
             prev = arr
         group.attrs.update(ngff_metadata(float(voxel_size), len(shapes), name or dest.stem))
     return dest
