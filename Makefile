@@ -16,7 +16,7 @@ help:
 
 setup:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==$(TORCH_VERSION)"
-	$(PIP) install -e ".[dev,portal,teamtomo]"
+	$(PIP) install -e ".[dev,portal,teamtomo,zarr]"
 	PYTHON="$(PYTHON)" bash tools/fetch_nf_lsp.sh || echo "make setup: Nextflow language server not fetched; tests/pipeline skips its lint test"
 	$(PYTHON) -m cryorestore.native --build || echo "make setup: native extension not built; the torch twins will be used"
 

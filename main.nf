@@ -86,8 +86,20 @@ def localFiles(sheet) {
     }
 }
 
+/*
+ * A map of a checked sheet as a staged input. OME-Zarr stores are folders: Nextflow stages them from a
+ * local path or an s3:// URL (the portal's bucket, read anonymously with -profile portal), but it cannot
+ * list an http(s):// folder, so those are refused with the fix.
+ */
+def mapFile(text) {
+    if (text ==~ /(?i)^https?:\/\/.*\.zarr\/?$/) {
+        error("${text}: the pipeline stages OME-Zarr stores from s3:// URLs or local folders, not http(s)://; write the sheet with `cryorestore portal sheet --format zarr --url s3` and run with -profile portal")
+    }
+    return file(text, checkIfExists: true)
+}
+
 def optionalFile(text) {
-    return text ? file(text, checkIfExists: true) : []
+    return text ? mapFile(text) : []
 }
 
 workflow {
@@ -130,11 +142,11 @@ workflow {
         RECONSTRUCT(ch_branched.tilt_series.map { meta, row -> [meta, file(row.tilt_series, checkIfExists: true), file(row.angles, checkIfExists: true)] })
         ch_versions = ch_versions.mix(RECONSTRUCT.out.versions)
         ch_halves = ch_branched.halves.map { meta, row ->
-            [meta, optionalFile(row.full), file(row.even, checkIfExists: true), file(row.odd, checkIfExists: true)]
+            [meta, optionalFile(row.full), mapFile(row.even), mapFile(row.odd)]
         }
         // A single map is its own raw map and the only input of training and prediction (no odd half).
         ch_single = ch_branched.single.map { meta, row ->
-            def tomogram = file(row.tomogram, checkIfExists: true)
+            def tomogram = mapFile(row.tomogram)
             [meta, tomogram, tomogram, []]
         }
         ch_tomograms = ch_halves.mix(ch_single).mix(RECONSTRUCT.out.tomograms)

@@ -210,3 +210,22 @@ def test_no_network_is_one_line(tmp_path, capsys):
     assert err[0].startswith("cryorestore portal: error: cannot reach the CryoET Data Portal while listing dataset 10000")
     assert "check the network connection" in err[0]
     assert not out.exists()
+
+
+def test_format_zarr_rows_carry_the_ome_zarr_stores(portal, tmp_path, capsys):
+    out = tmp_path / "sheet.csv"
+    code, err, _ = sheet_cmd(capsys, "--dataset-id", "10000", "--format", "zarr", "--out", str(out))
+    assert code == 0, err
+    rows = read_rows(out)
+    assert [r["id"] for r in rows] == ["TS_026"]  # TS_027's record has no OME-Zarr store
+    assert rows[0]["tomogram"] == f"{S3}/10000/TS_026/Reconstructions/VoxelSpacing13.480/Tomograms/100/TS_026.zarr"
+    assert "cryorestore portal: run TS_027: no raw tomogram nor filtered_even/filtered_odd halves as OME-Zarr; left out" in err
+    checked = samplesheet.check(out)
+    assert checked[0].mode == "single" and checked[0].paths["tomogram"].endswith(".zarr")
+    code, err, _ = sheet_cmd(capsys, "--dataset-id", "10301", "--format", "zarr", "--url", "https", "--out", str(out))
+    assert code == 0, err
+    p10 = read_rows(out)[0]
+    assert p10["even"].startswith("https://files.cryoetdataportal.cziscience.com/10301/Position_10/")
+    assert (p10["even"].endswith("/201/Position_10_even.zarr") and p10["odd"].endswith("/202/Position_10_odd.zarr")
+            and p10["full"].endswith("/200/Position_10.zarr"))
+    assert [r.mode for r in samplesheet.check(out)] == ["halves", "halves", "single"]

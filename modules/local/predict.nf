@@ -1,7 +1,9 @@
 /*
  * PREDICT: restore one tomogram with its group's model (tiled, blended inference): the scatter step,
  * one task per tomogram. The result is the mean of the network applied to the even and odd halves, or
- * the network applied to the single map (odd arrives as []). Beside it, <id>_restored.provenance.json
+ * the network applied to the single map (odd arrives as []). The inputs may be MRC files or OME-Zarr
+ * stores (staged folders); the output is <id>_restored.mrc, or an OME-Zarr pyramid <id>_restored.zarr
+ * with params.output_format = 'zarr'. Beside it, <id>_restored.provenance.json
  * records the source (meta.source: portal dataset, run, tomogram ids; the input files), the model and
  * the command. With halves it also writes <id>_restored_uncertainty.mrc (predict --uncertainty: the local
  * standard deviation of the restored map from the halves' noise).
@@ -15,7 +17,7 @@ process PREDICT {
     tuple val(meta), path(model), path(even, stageAs: 'even/*'), path(odd, stageAs: 'odd/*')
 
     output:
-    tuple val(meta), path("${meta.id}_restored.mrc"), emit: restored
+    tuple val(meta), path("${meta.id}_restored.${params.output_format}"), emit: restored
     tuple val(meta), path("${meta.id}_restored.provenance.json"), emit: provenance
     tuple val(meta), path("${meta.id}_restored_uncertainty.mrc"), optional: true, emit: uncertainty
     path 'versions.yml', emit: versions
@@ -33,7 +35,7 @@ process PREDICT {
     cryorestore predict ${model} \\
         --even ${even} \\
         ${odd_opt} \\
-        --out ${meta.id}_restored.mrc \\
+        --out ${meta.id}_restored.${params.output_format} \\
         ${source} \\
         ${tile} ${overlap} \\
         --no-progress \\
@@ -44,8 +46,10 @@ process PREDICT {
     """
 
     stub:
+    def make_out = params.output_format == 'zarr' ? 'mkdir -p' : 'touch'
     """
-    touch ${meta.id}_restored.mrc ${meta.id}_restored.provenance.json
+    ${make_out} ${meta.id}_restored.${params.output_format}
+    touch ${meta.id}_restored.provenance.json
     ${odd ? "touch ${meta.id}_restored_uncertainty.mrc" : ''}
 
     cat <<-END_VERSIONS > versions.yml

@@ -139,8 +139,12 @@ def sampling_mask(volume: np.ndarray, box: int, min_std_percentile: float = 5.0)
 def volume_fingerprint(volume: np.ndarray, n: int = 16) -> list[float]:
     """``n`` voxel values of a (z, y, x) volume at fixed positions spread over it (read cheaply from a
     memory map): which of a model's training tomograms a map is, without trusting its file name."""
-    shape = np.shape(volume)
-    return [float(volume[(i * 7 + 3) % shape[0], (i * 11 + 5) % shape[1], (i * 13 + 1) % shape[2]]) for i in range(n)]
+    shape = tuple(volume.shape)
+    out = []
+    for i in range(n):  # one-voxel slices, so that lazy OME-Zarr levels (which read blocks) serve too
+        z, y, x = (i * 7 + 3) % shape[0], (i * 11 + 5) % shape[1], (i * 13 + 1) % shape[2]
+        out.append(float(np.asarray(volume[z:z + 1, y:y + 1, x:x + 1]).reshape(-1)[0]))
+    return out
 
 
 @dataclass(frozen=True)

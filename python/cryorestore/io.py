@@ -78,10 +78,13 @@ def write_text(path: PathLike, text: str) -> Path:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Volume:
-    """A 3D map: ``data`` is float32 (z, y, x); ``voxel_size`` in Å."""
+    """A 3D map: ``data`` is float32 (z, y, x) (or, from :func:`cryorestore.volume_io.read_volume` with
+    ``lazy=True``, a memory map or lazily read OME-Zarr level); ``voxel_size`` in Å; ``source``: where it
+    was read from (file, store and level), empty when unknown."""
 
     data: np.ndarray
     voxel_size: float
+    source: str = ""
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -119,7 +122,7 @@ def _checked_volume(p: Path, data: np.ndarray, sizes: tuple[float, float, float]
         bad = sum(int((~np.isfinite(data[z:z + step])).sum()) for z in range(0, data.shape[0], step))
         if bad:
             raise InputError(f"{p} contains {bad} NaN or infinite voxels; fix or mask them first")
-    return Volume(data, voxel)
+    return Volume(data, voxel, str(p))
 
 
 def read_mrc(path: PathLike, *, check_finite: bool = True) -> Volume:

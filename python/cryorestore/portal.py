@@ -11,7 +11,9 @@ with the portal's voxel spacing (Å) as ``voxel_size``, the tilt range (degrees)
 as ``tilt_min``/``tilt_max``, the dataset as ``group`` (split by row kind, voxel size and tilt range
 when the runs differ, since one model needs one of each), the tomogram's S3 (or HTTPS) URL for
 Nextflow to stage, and ``portal_dataset``/``portal_run``/``portal_tomograms`` for the provenance of
-the restored maps. :func:`write_sheet` writes it atomically.
+the restored maps. With ``file_format="zarr"`` (``--format zarr``) the rows carry the tomograms'
+OME-Zarr store URLs (``s3_omezarr_dir``/``https_omezarr_dir``) instead of the MRC files; the pipeline
+reads them with :mod:`cryorestore.volume_io`. :func:`write_sheet` writes it atomically.
 
 Problems are :class:`~cryorestore.errors.InputError` with one line: the client is not installed, the
 portal cannot be reached, the dataset is unknown, a run name is unknown, or no run has a matching
@@ -36,6 +38,8 @@ from cryorestore.errors import InputError
 PROCESSING = ("raw", "filtered", "denoised")
 HALF_PROCESSING = ("filtered_even", "filtered_odd")
 URL_KINDS = ("s3", "https")
+#: File formats a sheet can point at: the portal's MRC files or its OME-Zarr stores (``*_omezarr_dir``).
+FORMATS = ("mrc", "zarr")
 #: Columns of the sheet :func:`write_sheet` writes (a subset of the samplesheet's columns).
 SHEET_COLUMNS = ("id", "tomogram", "even", "odd", "full", "group", "voxel_size", "tilt_min", "tilt_max",
                  "portal_dataset", "portal_run", "portal_tomograms")
@@ -121,7 +125,9 @@ def _pick(tomograms: Iterable[Any]) -> Any | None:
     return ranked[0] if ranked else None
 
 
-def _url(tomo: Any, kind: str) -> str | None:
+def _url(tomo: Any, kind: str, file_format: str = "mrc") -> str | None:
+    if file_format == "zarr":
+        return tomo.s3_omezarr_dir if kind == "s3" else tomo.https_omezarr_dir
     return tomo.s3_mrc_file if kind == "s3" else tomo.https_mrc_file
 
 
@@ -130,12 +136,14 @@ def _fmt(x: float) -> str:
 
 
 def build_rows(client: Any, dataset_id: int, runs: Iterable[str] | None = None, voxel_spacing: float | None = None,
-               processing: str = "raw", url_kind: str = "s3",
+               processing: str = "raw", url_kind: str = "s3", file_format: str = "mrc",
                note: Callable[[str], None] = lambda _m: None) -> list[SheetRow]:
     """One :class:`SheetRow` per run of dataset ``dataset_id`` that has a matching tomogram.
 
     ``runs``: run names to keep (default: all); ``voxel_spacing``: Å (default: the run's only spacing);
-    ``processing``: the full tomogram's processing (:data:`PROCESSING`); ``url_kind``: ``s3`` or ``https``.
+    ``processing``: the full tomogram's processing (:data:`PROCESSING`); ``url_kind``: ``s3`` or ``https``;
+    ``file_format``: ``mrc`` (the MRC files) or ``zarr`` (the OME-Zarr stores; tomograms without one are
+    left out).
     Runs left out (no matching tomogram, several voxel spacings) are reported through ``note``, one line
     each; an unknown dataset or run name, or no row at all, raises :class:`InputError`.
     """
@@ -144,6 +152,8 @@ def build_rows(client: Any, dataset_id: int, runs: Iterable[str] | None = None, 
         raise InputError(f"--processing {processing} is not one of {', '.join(PROCESSING)}")
     if url_kind not in URL_KINDS:
         raise InputError(f"--url {url_kind} is not one of {', '.join(URL_KINDS)}")
+    if file_format not in FORMATS:
+        raise InputError(f"--format {file_format} is not one of {', '.join(FORMATS)}")
     wanted = list(dict.fromkeys(runs or []))
     dataset = _ask(f"dataset {dataset_id}", lambda: portal.Dataset.get_by_id(client, int(dataset_id)))
     if dataset is None:
@@ -171,11 +181,13 @@ def build_rows(client: Any, dataset_id: int, runs: Iterable[str] | None = None, 
 
     rows: list[SheetRow] = []
     for run in sorted(found, key=lambda r: r.name):
-        row = _run_row(dataset.id, run, tomos_of[run.id], series_of[run.id], voxel_spacing, processing, url_kind, note)
+        row = _run_row(dataset.id, run, tomos_of[run.id], series_of[run.id], voxel_spacing, processing, url_kind,
+                       note, file_format)
         if row is not None:
             rows.append(row)
     if not rows:
-        what = f"{processing} tomogram" + (f" at {voxel_spacing:g} Å" if voxel_spacing else "")
+        what = (f"{processing} tomogram" + (f" at {voxel_spacing:g} Å" if voxel_spacing else "")
+                + (" as OME-Zarr" if file_format == "zarr" else ""))
         raise InputError(f"no run of dataset {dataset.id} has a {what} (nor filtered_even/filtered_odd halves); "
                          f"try another --processing or --voxel-spacing")
     _assign_groups(dataset.id, rows, note)
@@ -183,7 +195,7 @@ def build_rows(client: Any, dataset_id: int, runs: Iterable[str] | None = None, 
 
 
 def _run_row(dataset_id: int, run: Any, tomos: list[Any], series: list[Any], voxel_spacing: float | None,
-             processing: str, url_kind: str, note: Callable[[str], None]) -> SheetRow | None:
+             processing: str, url_kind: str, note: Callable[[str], None], file_format: str = "mrc") -> SheetRow | None:
     spacings = sorted({round(t.voxel_spacing, 3) for t in tomos})
     if voxel_spacing is not None:
         tomos = [t for t in tomos if _close(t.voxel_spacing, voxel_spacing)]
@@ -191,7 +203,7 @@ def _run_row(dataset_id: int, run: Any, tomos: list[Any], series: list[Any], vox
         note(f"run {run.name}: tomograms at several voxel spacings ({', '.join(map(_fmt, spacings))} Å); "
              f"left out, choose one with --voxel-spacing")
         return None
-    with_url = [t for t in tomos if _url(t, url_kind)]
+    with_url = [t for t in tomos if _url(t, url_kind, file_format)]
     by_kind = {k: [t for t in with_url if t.processing == k] for k in (processing, *HALF_PROCESSING)}
     full = _pick(by_kind[processing])
     even, odd = _pick(by_kind["filtered_even"]), _pick(by_kind["filtered_odd"])
@@ -199,17 +211,18 @@ def _run_row(dataset_id: int, run: Any, tomos: list[Any], series: list[Any], vox
         even = odd = None  # halves of different alignments are not a pair
     if full is None and (even is None or odd is None):
         note(f"run {run.name}: no {processing} tomogram nor filtered_even/filtered_odd halves"
-             + (f" at {voxel_spacing:g} Å" if voxel_spacing is not None else "") + "; left out")
+             + (f" at {voxel_spacing:g} Å" if voxel_spacing is not None else "")
+             + (" as OME-Zarr" if file_format == "zarr" else "") + "; left out")
         return None
     values = {"id": _safe_id(run.name), "portal_dataset": str(dataset_id), "portal_run": run.name}
     if even is not None and odd is not None:
         used = [even, odd] + ([full] if full is not None else [])
-        values.update(even=_url(even, url_kind), odd=_url(odd, url_kind),
-                      full=_url(full, url_kind) if full is not None else "")
+        values.update(even=_url(even, url_kind, file_format), odd=_url(odd, url_kind, file_format),
+                      full=_url(full, url_kind, file_format) if full is not None else "")
         kind = "halves"
     else:
         used = [full]
-        values["tomogram"] = _url(full, url_kind)
+        values["tomogram"] = _url(full, url_kind, file_format)
         kind = "single"
     values["voxel_size"] = _fmt(used[0].voxel_spacing)
     values["portal_tomograms"] = ";".join(str(t.id) for t in used)

@@ -1,7 +1,8 @@
 """Apply a trained model directory to whole tomograms by streaming tiled inference.
 
 Each volume is cut into overlapping cubic tiles (reflect-padded at borders shorter than a tile),
-read one batch at a time (from a memory map when the input is a file), normalised with the model's
+read one batch at a time (from a memory map when the input is an MRC file; an OME-Zarr level is read
+into memory once, see :func:`predict_files`), normalised with the model's
 stored statistics as they are read, run through the network (AMP on CUDA) and added, weighted by
 a smooth window, into one host accumulator; dividing by the separable summed window
 (:class:`cryorestore.tiling.TileGrid`) blends them without seams, and the result is mapped back to
@@ -13,12 +14,11 @@ the one accumulator.
 Memory: the device holds the network and one batch of tiles (halved on out-of-memory; when one
 tile does not fit, :class:`~cryorestore.tiling.TileOutOfMemoryError`, which ``cryorestore predict``
 reports with exit code :data:`EXIT_TILE_OOM`); the host holds the output (float32) besides the
-memory-mapped input. Sizes are in voxels; volumes are (z, y, x) float32.
+memory-mapped input (or the OME-Zarr input in memory). Sizes are in voxels; volumes are (z, y, x) float32.
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -136,16 +136,24 @@ def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None
 
 
 def uncertainty_path(out: str | Path) -> Path:
-    """Where the uncertainty map of the restored map ``out`` goes: ``<stem>_uncertainty.mrc`` beside it."""
+    """Where the uncertainty map of the restored map ``out`` goes: ``<stem>_uncertainty.mrc`` beside it
+    (``.mrc`` and ``.zarr`` suffixes dropped from the stem)."""
     p = Path(out)
-    return p.with_name(p.name[:-4] + "_uncertainty.mrc" if p.name.endswith(".mrc") else p.name + "_uncertainty.mrc")
+    for suffix in (".mrc", ".zarr"):
+        if p.name.endswith(suffix):
+            return p.with_name(p.name[:-len(suffix)] + "_uncertainty.mrc")
+    return p.with_name(p.name + "_uncertainty.mrc")
 
 
 def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | None, out: str | Path,
                   device: torch.device | str = "cpu", tta: str | None = None, combine: str | None = None,
-                  uncertainty: bool = False, **kwargs) -> Path:
-    """Restore memory-mapped maps with the model directory; write ``out`` with the input's voxel size.
+                  zarr_level: int = 0, bin: int = 1, uncertainty: bool = False, **kwargs) -> Path:
+    """Restore maps (MRC files, memory-mapped and read tile by tile, or OME-Zarr levels, read into memory
+    once) with the model directory; write ``out`` (MRC, or an OME-Zarr pyramid when it ends in ``.zarr``)
+    with the input's voxel size.
 
+    ``zarr_level``: the OME-Zarr level to read; ``bin``: Fourier binning at load
+    (:func:`cryorestore.volume_io.fourier_bin`; the output's voxel size is the input's times ``bin``).
     ``tta``/``combine`` left None take the values of the preset the model was trained with
     (:func:`cryorestore.presets.inference_values`; no test-time augmentation and the plain mean for a
     model trained without one), so ``predict`` gives the map ``denoise`` gives. ``uncertainty`` (needs
@@ -156,27 +164,36 @@ def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | Non
 
     if uncertainty and odd is None:
         raise InputError("--uncertainty needs --odd: the spread of the restorations of the two half maps")
+    import sys
+
+    from cryorestore import volume_io
     from cryorestore.presets import inference_values
 
     loaded = load_model_dir(model_dir, device)
     preset = loaded.config.get("preset")
     chosen = inference_values(preset) if preset else {"tta": "none", "combine": "mean"}
     chosen |= {k: v for k, v in (("tta", tta), ("combine", combine)) if v is not None}
-    with contextlib.ExitStack() as stack:
-        ve = stack.enter_context(io.open_mrc_mmap(even))
-        vo = None
-        if odd is not None:
-            vo = stack.enter_context(io.open_mrc_mmap(odd))
-            io.check_same_grid(ve, vo, str(even), str(odd))
-        voxel_size = ve.voxel_size
-        unc = None
-        if uncertainty:
-            result, ge, go = restore(loaded, ve.data, vo.data, device=device, halves=True, **chosen, **kwargs)
-            unc = uncertainty_map(ge, go)
-            del ge, go
-        else:
-            result = restore(loaded, ve.data, None if vo is None else vo.data, device=device, **chosen, **kwargs)
-        del ve, vo  # the last references to the maps: the input pages leave memory before the output is written
+    ve = volume_io.read_volume(even, zarr_level, bin, lazy=True)
+    vo = None
+    if odd is not None:
+        vo = volume_io.read_volume(odd, zarr_level, bin, lazy=True)
+        io.check_same_grid(ve, vo, str(even), str(odd))
+    voxel_size = ve.voxel_size
+    note = volume_io.voxel_note(loaded.config.get("voxel_size"), voxel_size, bin)
+    if note:
+        print(f"cryorestore predict: warning: {note}", file=sys.stderr, flush=True)
+    # OME-Zarr levels are read into memory once (each chunk fetched and decoded once; overlapping tiles would
+    # decode a chunk many times, and fetch it as often from a remote store); MRC files stay memory-mapped
+    e_data = ve.data if isinstance(ve.data, np.ndarray) else volume_io.read_all(ve.data)
+    o_data = None if vo is None else vo.data if isinstance(vo.data, np.ndarray) else volume_io.read_all(vo.data)
+    unc = None
+    if uncertainty:
+        result, ge, go = restore(loaded, e_data, o_data, device=device, halves=True, **chosen, **kwargs)
+        unc = uncertainty_map(ge, go)
+        del ge, go
+    else:
+        result = restore(loaded, e_data, o_data, device=device, **chosen, **kwargs)
+    del ve, vo, e_data, o_data  # the last references to the maps: the input pages leave memory before the output is written
     if unc is not None:
         io.write_mrc(uncertainty_path(out), unc, voxel_size)
-    return io.write_mrc(out, result, voxel_size)
+    return volume_io.write_volume(out, result, voxel_size)

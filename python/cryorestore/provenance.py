@@ -7,7 +7,8 @@ the map came from and how, so that a result can be traced and deposited:
   pipeline passes them with ``--source KEY=VALUE``) and ``files``: every input map with its size in bytes;
 * ``method``, ``model``, ``loss``, ``model_options``, ``tilt_range`` (degrees) and the training inputs, read
   from the model directory's ``config.json``, with the SHA-256 of its ``weights.pt``;
-* ``output``: the map's file name, shape (z, y, x) and voxel size (Å);
+* ``output``: the map's file name, shape (z, y, x) and voxel size (Å); ``reading``: the inputs' OME-Zarr
+  level and binning factor;
 * ``software``: cryorestore, torch, numpy and Python versions; ``command``: the command line; ``created``.
 
 ``python -m cryorestore.provenance versions PROCESS [PACKAGE ...]`` prints the ``versions.yml`` block of a
@@ -37,8 +38,8 @@ MODEL_KEYS = ("method", "model", "loss", "model_options", "tilt_range", "epochs"
 
 
 def provenance_path(out_map: str | os.PathLike) -> Path:
-    """The provenance file of a map: ``X.mrc`` → ``X.provenance.json`` (same folder)."""
-    p = Path(out_map)
+    """The provenance file of a map: ``X.mrc`` (or ``X.zarr``) → ``X.provenance.json`` (same folder)."""
+    p = Path(str(out_map).rstrip("/"))
     return p.with_name(f"{p.stem}.provenance.json")
 
 
@@ -96,18 +97,34 @@ def model_summary(model_dir: str | os.PathLike) -> dict[str, Any]:
     return summary
 
 
+def _file_entry(p: str) -> dict[str, Any]:
+    """``path`` and ``bytes`` of a local input (a file, or a folder such as an OME-Zarr store: the sum of its
+    files), or ``url`` for a remote store."""
+    from cryorestore import volume_io
+
+    if volume_io.is_remote(p):
+        return {"url": str(p)}
+    path = Path(p)
+    size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return {"path": str(path.resolve()), "bytes": size}
+
+
 def build(out_map: str | os.PathLike, model_dir: str | os.PathLike, inputs: Mapping[str, str | None],
-          source: Mapping[str, str] | None = None, command: str | None = None) -> dict[str, Any]:
-    """The provenance record of ``out_map`` (an MRC already written) restored with ``model_dir`` from ``inputs``."""
-    shape, voxel = io.read_mrc_header(out_map)
-    files = {role: {"path": str(Path(p).resolve()), "bytes": Path(p).stat().st_size}
-             for role, p in inputs.items() if p}
+          source: Mapping[str, str] | None = None, command: str | None = None,
+          reading: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The provenance record of ``out_map`` (an MRC file or OME-Zarr store already written) restored with
+    ``model_dir`` from ``inputs``; ``reading``: how the inputs were read (e.g. ``zarr_level``, ``bin``)."""
+    from cryorestore import volume_io
+
+    shape, voxel = volume_io.volume_header(out_map)
+    files = {role: _file_entry(str(p)) for role, p in inputs.items() if p}
     model = model_summary(model_dir)
     return {
         "format": FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "output": {"file": Path(out_map).name, "shape_zyx": list(shape), "voxel_size_A": voxel},
         "source": {**dict(source or {}), "files": files},
+        "reading": dict(reading or {"zarr_level": 0, "bin": 1}),
         "method": model.get("method"),
         "model": model.get("model"),
         "training": model,
@@ -118,9 +135,10 @@ def build(out_map: str | os.PathLike, model_dir: str | os.PathLike, inputs: Mapp
 
 
 def write(out_map: str | os.PathLike, model_dir: str | os.PathLike, inputs: Mapping[str, str | None],
-          source: Mapping[str, str] | None = None, command: str | None = None) -> Path:
+          source: Mapping[str, str] | None = None, command: str | None = None,
+          reading: Mapping[str, Any] | None = None) -> Path:
     """Write :func:`build`'s record beside ``out_map`` (atomically) and return its path."""
-    record = build(out_map, model_dir, inputs, source, command)
+    record = build(out_map, model_dir, inputs, source, command, reading)
     return io.write_text(provenance_path(out_map), json.dumps(record, indent=2) + "\n")
 
 

@@ -61,22 +61,30 @@ def _resolve(path_text: object, run_dir: Path) -> Path | None:
     if not isinstance(path_text, str) or not path_text:
         return None
     for cand in (Path(path_text), run_dir / path_text, Path.cwd() / path_text):
-        if cand.is_file():
+        if cand.is_file() or (cand.is_dir() and cand.suffix == ".zarr"):
             return cand
     return None
 
 
 def _raw_map(doc: dict, run_dir: Path):
-    """The raw map named in metrics.json ``inputs`` (raw, or the mean of even and odd), or None."""
+    """The raw map named in metrics.json ``inputs`` (raw, or the mean of even and odd), or None; read at the
+    run's ``zarr_level`` and ``bin`` (``denoise`` records them), so that it lies on the restored map's grid."""
     import numpy as np
+
+    from cryorestore import volume_io
+
+    level, factor = int(doc.get("zarr_level", 0) or 0), int(doc.get("bin", 1) or 1)
+
+    def read(path: Path) -> np.ndarray:
+        return volume_io.read_volume(path, level, factor).data
 
     inputs = doc.get("inputs", {}) if isinstance(doc.get("inputs"), dict) else {}
     p = _resolve(inputs.get("raw"), run_dir)
     if p is not None:
-        return io.read_mrc(p).data
+        return read(p)
     even, odd = _resolve(inputs.get("even"), run_dir), _resolve(inputs.get("odd"), run_dir)
     if even is not None and odd is not None:
-        return 0.5 * (io.read_mrc(even).data + io.read_mrc(odd).data).astype(np.float32)
+        return 0.5 * (read(even) + read(odd)).astype(np.float32)
     return None
 
 
@@ -95,15 +103,15 @@ def collect_run(run_dir: str | Path) -> Run:
             run.metrics.update(flatten(_read_json(mj), f"{sub.name}."))
     for png in sorted(d.rglob("*.png")):
         run.images[str(png.relative_to(d))] = png.read_bytes()
-    restored = d / "restored.mrc"
-    if restored.is_file() and not any("orthoslices" in k for k in run.images):
-        from cryorestore import plots
+    restored = d / "restored.mrc" if (d / "restored.mrc").is_file() else d / "restored.zarr"
+    if restored.exists() and not any("orthoslices" in k for k in run.images):
+        from cryorestore import plots, volume_io
 
         maps = {}
         raw = _raw_map(doc, d)
         if raw is not None:
             maps["raw"] = raw
-        maps["restored"] = io.read_mrc(restored).data
+        maps["restored"] = volume_io.read_volume(restored).data
         with tempfile.TemporaryDirectory() as tmp:
             plots.orthoslices(maps, Path(tmp) / "o.png")
             plots.fourier_slices(maps, Path(tmp) / "f.png")

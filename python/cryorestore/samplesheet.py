@@ -20,8 +20,10 @@ A training group has one row kind (half sets, which tilt-series rows become, or 
 voxel size and one tilt range: rows of a group with different ranges are an error, and rows without
 a range take the range of the group's other rows.
 
-Paths are local files (relative paths are taken from ``base_dir``, as Nextflow takes them from its
-launch folder) or URLs that Nextflow stages (``s3://``, ``gs://``, ``az://``, ``https://``,
+Tomogram columns (``even``, ``odd``, ``tomogram``, ``full``) take MRC files or OME-Zarr stores (``.zarr``
+folders or URLs, as ``cryorestore portal sheet --format zarr`` writes them); ``tilt_series`` and
+``template`` are MRC. Paths are local files or folders (relative paths are taken from ``base_dir``, as
+Nextflow takes them from its launch folder) or URLs that Nextflow stages (``s3://``, ``gs://``, ``az://``, ``https://``,
 ``http://``, ``ftp://``); URLs are not checked for existence here.
 
 :func:`validate` collects every problem, one line per bad row; :func:`check` raises
@@ -40,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryorestore import io
+from cryorestore import io, volume_io
 from cryorestore.errors import InputError
 
 HALVES = ("even", "odd")
@@ -59,9 +61,11 @@ TRAINING_KIND = {"halves": "half sets", "tilt_series": "half sets", "single": "s
 TILT_TOL = 0.5
 URL_SCHEMES = ("s3://", "gs://", "az://", "https://", "http://", "ftp://")
 MRC_SUFFIXES = (".mrc", ".rec", ".st", ".ali", ".map", ".mrcs")
+#: Tomogram columns also take OME-Zarr stores (a local ``.zarr`` folder or a URL), read by cryorestore.volume_io.
+MAP_SUFFIXES = (*MRC_SUFFIXES, ".zarr")
 SUFFIXES = {
-    "even": MRC_SUFFIXES, "odd": MRC_SUFFIXES, "tilt_series": MRC_SUFFIXES, "full": MRC_SUFFIXES,
-    "template": MRC_SUFFIXES, "tomogram": MRC_SUFFIXES, "angles": (".tlt", ".rawtlt", ".txt"),
+    "even": MAP_SUFFIXES, "odd": MAP_SUFFIXES, "tilt_series": MRC_SUFFIXES, "full": MAP_SUFFIXES,
+    "template": MRC_SUFFIXES, "tomogram": MAP_SUFFIXES, "angles": (".tlt", ".rawtlt", ".txt"),
     "particles": (".star",),
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -211,8 +215,10 @@ def validate(path: str | Path, base_dir: str | Path | None = None,
                 errs.append(f"{col} '{text}' should end in {'/'.join(SUFFIXES[col])}")
                 continue
             resolved = _resolve(text, base)
-            if check_files and not is_url(resolved) and not Path(resolved).is_file():
-                errs.append(f"{col} file {resolved} does not exist")
+            is_store = _suffix(text) == ".zarr"
+            if check_files and not is_url(resolved) and not (Path(resolved).is_dir() if is_store
+                                                             else Path(resolved).is_file()):
+                errs.append(f"{col} {'OME-Zarr store' if is_store else 'file'} {resolved} does not exist")
                 continue
             paths[col] = resolved
         if check_files and not errs:
@@ -304,11 +310,12 @@ def _main_mrc(paths: dict[str, str], mode: str) -> str | None:
 
 def _header_voxel(paths: dict[str, str], mode: str) -> float | None:
     p = _main_mrc(paths, mode)
-    return None if p is None else io.read_mrc_header(p)[1]
+    return None if p is None else volume_io.volume_header(p)[1]
 
 
 def _check_headers(paths: dict[str, str], mode: str, voxel: float | None) -> list[str]:
-    """Header checks for local MRC files of one row: readable, even/odd on one grid, voxel size agrees."""
+    """Header checks for the local maps of one row (MRC headers, OME-Zarr level-0 metadata): readable, even/odd
+    on one grid, voxel size agrees."""
     errs: list[str] = []
     headers: dict[str, tuple[tuple[int, int, int], float]] = {}
     for col in ("even", "odd", "tilt_series", "tomogram", "full"):
@@ -316,7 +323,7 @@ def _check_headers(paths: dict[str, str], mode: str, voxel: float | None) -> lis
         if p is None or is_url(p):
             continue
         try:
-            headers[col] = io.read_mrc_header(p)
+            headers[col] = volume_io.volume_header(p)
         except InputError as exc:
             errs.append(str(exc))
     if errs:

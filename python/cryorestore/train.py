@@ -80,6 +80,8 @@ class TrainConfig:
     max_steps: int | None = None  # optimiser-step budget; None: only ``epochs`` limits the run
     patience: int | None = None  # stop after this many epochs without a better validation loss
     preset: str | None = None  # the --preset the options came from (recorded, not used)
+    zarr_level: int = 0  # OME-Zarr inputs: the multiscale level read
+    bin: int = 1  # Fourier binning of the maps at load (volume_io.fourier_bin); the recorded voxel_size includes it
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -108,6 +110,10 @@ class TrainConfig:
             raise InputError(f"got {len(self.even)} --even and {len(self.odd)} --odd volumes; give them in pairs")
         if self.max_steps is not None and self.max_steps < 1:
             raise InputError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.bin not in (1, 2, 4):
+            raise InputError(f"--bin {self.bin} is not one of 1, 2, 4")
+        if self.zarr_level < 0:
+            raise InputError(f"--zarr-level must be >= 0, got {self.zarr_level}")
         if self.patience is not None and self.patience < 1:
             raise InputError(f"--patience must be at least 1 epoch, got {self.patience}")
 
@@ -129,13 +135,16 @@ class TrainResult:
 
 
 def load_volumes(config: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray] | None, float]:
-    """Read the even (and odd) maps, check grids, return arrays and the voxel size (Å)."""
+    """Read the even (and odd) maps (MRC or OME-Zarr level ``config.zarr_level``, Fourier-binned by
+    ``config.bin``), check grids, return arrays and the voxel size (Å, binned)."""
+    from cryorestore import volume_io
+
     evens, odds = [], None if config.odd is None else []
     voxel = None
     for i, e in enumerate(config.even):
-        ve = io.read_mrc(e)
+        ve = volume_io.read_volume(e, config.zarr_level, config.bin)
         if odds is not None:
-            vo = io.read_mrc(config.odd[i])
+            vo = volume_io.read_volume(config.odd[i], config.zarr_level, config.bin)
             io.check_same_grid(ve, vo, e, config.odd[i])
             odds.append(vo.data)
         if voxel is None:
@@ -395,12 +404,14 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
 def _holdout_entries(config: TrainConfig, subs: SubtomoSet) -> list[dict[str, Any]]:
     """Per training tomogram, the slab no training box touched (input voxels, :meth:`SlabSplit.holdout`)
     and a fingerprint of its even map (:func:`cryorestore.data.volume_fingerprint`), for ``cryorestore score``."""
+    from cryorestore import volume_io
     from cryorestore.data import volume_fingerprint
 
     out = []
-    for sp, path in zip(subs.splits, config.even):
-        with io.open_mrc_mmap(path, check_finite=False) as v:
-            out.append(sp.holdout(v.shape) | {"fingerprint": volume_fingerprint(v.data)})
+    for sp, path in zip(subs.splits, config.even):  # the maps as trained on: level and binning applied
+        v = volume_io.read_volume(path, config.zarr_level, config.bin, lazy=config.bin == 1, check_finite=False)
+        out.append(sp.holdout(v.shape) | {"fingerprint": volume_fingerprint(v.data)})
+        del v
     return out
 
 

@@ -212,7 +212,7 @@ def test_container_recipe_installs_package_for_gpu_archs(recipe):
     assert re.search(r"cuda[\w.-]*devel", text), "base image must be a CUDA devel PyTorch image (nvcc for the extension)"
     arch = re.search(r"TORCH_CUDA_ARCH_LIST=\"([^\"]+)\"", text)
     assert arch and "8.0" in arch.group(1) and "9.0" in arch.group(1), "TORCH_CUDA_ARCH_LIST must name the architectures"
-    assert re.search(r"pip install --no-build-isolation (-e )?\.", text), "install the package against the image's torch"
+    assert re.search(r"pip install --no-build-isolation (-e )?[\"']?\.", text), "install the package against the image's torch"
     assert "python -m cryorestore.native --build" in text
     assert re.search(r"(RUN|%test\n)\s*cryorestore --help", text), "the build must run `cryorestore --help` as its check"
 

@@ -109,7 +109,7 @@ def test_missing_file_duplicate_id_and_bad_values_one_line_per_row(base, capsys)
     assert err[0] == f"bad.csv line 3 (TS_02): odd file {(base / 'data/TS_02_odd.mrc').resolve()} does not exist"
     assert err[1] == "bad.csv line 4 (TS_01): id 'TS_01' is already used on line 2; ids must be unique"
     assert "id 'TS 4' may hold only letters" in err[2] and "has only even" in err[2] and "voxel_size '-1'" in err[2]
-    assert err[3] == "bad.csv line 7 (TS_06): odd 'data/TS_03_odd.tlt' should end in .mrc/.rec/.st/.ali/.map/.mrcs"
+    assert err[3] == "bad.csv line 7 (TS_06): odd 'data/TS_03_odd.tlt' should end in .mrc/.rec/.st/.ali/.map/.mrcs/.zarr"
     assert err[4] == "bad.csv line 8: has 2 fields but the header has 5"
     assert err[5] == "cryorestore samplesheet: error: 5 problem(s) in bad.csv; fix the row(s) above"
 
@@ -323,3 +323,29 @@ def test_one_tilt_range_per_group(tmp_path, capsys):
     out = tmp_path / "valid.csv"
     assert run(capsys, str(sheet), "--base-dir", str(tmp_path), "--out", str(out))[0] == 0
     assert [(r["tilt_min"], r["tilt_max"]) for r in csv.DictReader(open(out))] == [("-60", "60")] * 2
+
+
+def test_ome_zarr_stores_local_and_remote(tmp_path, capsys):
+    """Tomogram columns take OME-Zarr stores: local ones are read for their level-0 voxel size and grid."""
+    pytest.importorskip("zarr")
+    from cryorestore import volume_io
+
+    data = np.random.default_rng(0).normal(size=(8, 10, 12)).astype(np.float32)
+    for name in ("e.zarr", "o.zarr"):
+        volume_io.write_ome_zarr(tmp_path / name, data, 7.84)
+    volume_io.write_ome_zarr(tmp_path / "small.zarr", data[:6], 7.84)
+    sheet = write(tmp_path / "s.csv",
+                  "id,tomogram,even,odd\n"
+                  "A,,e.zarr,o.zarr\n"
+                  "B,s3://cryoet-data-portal-public/10000/TS_026/Reconstructions/VoxelSpacing13.480/Tomograms/100/TS_026.zarr,,\n")
+    out = tmp_path / "valid.csv"
+    code, err, _ = run(capsys, str(sheet), "--base-dir", str(tmp_path), "--out", str(out))
+    assert code == 0, err
+    rows = list(csv.DictReader(open(out)))
+    assert rows[0]["even"] == str((tmp_path / "e.zarr").resolve()) and rows[0]["voxel_size"] == "7.84"
+    assert rows[1]["tomogram"].endswith("TS_026.zarr") and rows[1]["voxel_size"] == ""
+    bad = write(tmp_path / "bad.csv", "id,even,odd\nA,e.zarr,small.zarr\nB,e.zarr,absent.zarr\n")
+    code, err, _ = run(capsys, str(bad), "--base-dir", str(tmp_path))
+    assert code == 2
+    assert "odd has shape (6, 10, 12) but even has (8, 10, 12)" in err[0]
+    assert f"odd OME-Zarr store {(tmp_path / 'absent.zarr').resolve()} does not exist" in err[1]

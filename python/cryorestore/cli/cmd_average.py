@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cryorestore import io, plots
-from cryorestore.cli.common import add_device_option, add_seed_option, positive, resolve_device, seed_everything, tilt_range
+from cryorestore import io, plots, volume_io
+from cryorestore.cli.common import add_device_option, add_seed_option, add_volume_options, positive, resolve_device, seed_everything, tilt_range
 from cryorestore.errors import InputError
 from cryorestore.evaluate import averaging
 
@@ -37,14 +37,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-shift", type=int, default=2, help="largest refinement shift in voxels (default 2)")
     add_seed_option(p)
     add_device_option(p)
+    add_volume_options(p, bin=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    vol = io.read_mrc(args.tomogram)
+    vol = volume_io.read_volume(args.tomogram, args.zarr_level)
     coords, eul = io.particle_arrays(io.read_particles(args.particles))
     ref = None
     if args.reference:
-        r = io.read_mrc(args.reference)
+        r = volume_io.read_volume(args.reference)
         if r.shape != (args.box,) * 3:
             raise InputError(f"{args.reference} has shape {r.shape}; --box {args.box} needs a ({args.box}, {args.box}, {args.box}) reference")
         if not np.isclose(r.voxel_size, vol.voxel_size, rtol=1e-3):

@@ -12,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from cryorestore import baseline, io
+from cryorestore import baseline, io, volume_io
+from cryorestore.cli.common import add_volume_options
 
 NAME = "baseline"
 HELP = "classical baselines of a raw map: Gaussian low-pass and FSC-weighted half-map Wiener filter"
@@ -24,19 +25,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", metavar="F.mrc", help="full tomogram (default: the mean of the halves is filtered)")
     p.add_argument("--truth", metavar="GT.mrc", help="noiseless truth: the Gaussian's sigma maximises the PSNR against it")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="writes gaussian.mrc, wiener.mrc, baseline.json")
+    add_volume_options(p)
+
+
+def _read(args: argparse.Namespace, path: str) -> io.Volume:
+    return volume_io.read_volume(path, args.zarr_level, args.bin)
 
 
 def run(args: argparse.Namespace) -> int:
-    even = io.read_mrc(args.even)
-    odd = io.read_mrc(args.odd)
+    even = _read(args, args.even)
+    odd = _read(args, args.odd)
     io.check_same_grid(even, odd, args.even, args.odd)
     full = truth = None
     if args.full:
-        f = io.read_mrc(args.full)
+        f = _read(args, args.full)
         io.check_same_grid(even, f, args.even, args.full)
         full = f.data
     if args.truth:
-        t = io.read_mrc(args.truth)
+        t = _read(args, args.truth)
         io.check_same_grid(even, t, args.even, args.truth)
         truth = t.data
     gauss = baseline.gaussian_baseline(even.data, odd.data, full, truth)
@@ -46,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     io.write_mrc(out / "gaussian.mrc", gauss.volume, vs)
     io.write_mrc(out / "wiener.mrc", wien.volume, vs)
     doc = {"gaussian": gauss.params, "wiener": wien.params, "voxel_size": vs,
-           "inputs": {"even": str(args.even), "odd": str(args.odd), "full": args.full, "truth": args.truth}}
+           "inputs": {"even": str(args.even), "odd": str(args.odd), "full": args.full, "truth": args.truth,
+                      "zarr_level": args.zarr_level, "bin": args.bin}}
     io.write_text(out / "baseline.json", json.dumps(doc, indent=2) + "\n")
     print(f"gaussian: sigma {gauss.params['sigma_voxels']:.3f} voxels ({gauss.params['chosen_by']})")
     print(f"wiener: weights {wien.params['formula']}")

@@ -6,9 +6,9 @@ import argparse
 
 import numpy as np
 
-from cryorestore import ctf, io
+from cryorestore import ctf, io, volume_io
 from cryorestore.cli.cmd_reconstruct import add_optics_arguments, optics_from
-from cryorestore.cli.common import positive
+from cryorestore.cli.common import add_volume_options, positive
 
 NAME = "deconv"
 HELP = "Wiener-style CTF deconvolution of a tomogram (as IsoNet's deconv and Warp), for comparison with phase flipping"
@@ -34,14 +34,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="high-pass edge in cycles/Å below which the filter rolls off to 0 (default: %(default)s)")
     p.add_argument("--phase-flipped", action="store_true", help="the tomogram was reconstructed from phase-flipped images")
     add_optics_arguments(p)
+    add_volume_options(p, bin=False)
 
 
 def run(args: argparse.Namespace) -> int:
     optics = optics_from(args)
     defocus = args.defocus if args.defocus else float(np.mean([c.mean_defocus for c in ctf.read_ctffind(args.ctf)]))
-    vol = io.read_mrc(args.tomogram)
+    vol = volume_io.read_volume(args.tomogram, args.zarr_level)
     out = ctf.wiener_deconvolve(vol.data, vol.voxel_size, defocus, optics, args.snr_falloff, args.strength,
                                 args.highpass, args.phase_flipped)
-    path = io.write_mrc(args.out, out, vol.voxel_size)
+    path = volume_io.write_volume(args.out, out, vol.voxel_size)
     print(f"deconvolved {path}  (defocus {defocus:.0f} Å, voxel {vol.voxel_size:g} Å)")
     return 0

@@ -1,6 +1,8 @@
 """``cryorestore denoise --even E.mrc --odd O.mrc --out-dir DIR``: train, predict and evaluate in one go.
 
-Writes ``DIR/model/`` (model directory), ``DIR/restored.mrc`` and ``DIR/metrics.json`` (figures of the
+Inputs are MRC files or OME-Zarr stores (``--zarr-level``), binned at load with ``--bin`` (every map alike;
+voxel sizes in the outputs are the binned ones). Writes ``DIR/model/`` (model directory),
+``DIR/restored.mrc`` (``DIR/restored.zarr`` with ``--output-format zarr``) and ``DIR/metrics.json`` (figures of the
 raw map, a Gaussian low-pass of it and the restored map against the truth when ``--truth`` is given,
 and against the noise-free reconstruction in the sampled region when ``--clean`` is given, plus training
 details), and prints a raw / Gaussian / restored table: a restoration is only worth its
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryorestore import io
+from cryorestore import io, volume_io
 from cryorestore.cli.cmd_train import add_train_arguments, run_training
 from cryorestore.cli.common import add_inference_options, positive, resolve_device
 from cryorestore.errors import InputError
@@ -52,6 +54,8 @@ ROWS = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_train_arguments(p, with_out=False)
     p.add_argument("--out-dir", required=True, metavar="DIR", help="writes DIR/model/, DIR/restored.mrc, DIR/metrics.json")
+    p.add_argument("--output-format", choices=("mrc", "zarr"), default="mrc",
+                   help="the restored map as DIR/restored.mrc or as an OME-Zarr pyramid DIR/restored.zarr (default: mrc)")
     p.add_argument("--truth", metavar="GT.mrc", help="ground truth on the same grid (simulated data) for PSNR/FSC figures")
     p.add_argument("--clean", metavar="CLEAN.mrc",
                    help="noise-free reconstruction on the same grid (the simulator's clean.mrc): PSNR against it on the "
@@ -118,21 +122,24 @@ def run(args: argparse.Namespace) -> int:
     from cryorestore.tiling import TileOutOfMemoryError
 
     out_dir = Path(args.out_dir)
-    even = io.read_mrc(args.even[0])
+    def read(path: str) -> io.Volume:
+        return volume_io.read_volume(path, args.zarr_level, args.bin)
+
+    even = read(args.even[0])
     odd = None
     if args.odd:
-        odd = io.read_mrc(args.odd[0])
+        odd = read(args.odd[0])
         io.check_same_grid(even, odd, args.even[0], args.odd[0])
     truth = None
     if args.truth:
-        truth = io.read_mrc(args.truth)
+        truth = read(args.truth)
         io.check_same_grid(even, truth, args.even[0], args.truth)
     clean = None
     if args.clean:
         clean = io.read_mrc(args.clean)
         io.check_same_grid(even, clean, args.even[0], args.clean)
     if args.raw:
-        raw_v = io.read_mrc(args.raw)
+        raw_v = read(args.raw)
         io.check_same_grid(even, raw_v, args.even[0], args.raw)
         raw = raw_v.data
     else:
@@ -153,10 +160,11 @@ def run(args: argparse.Namespace) -> int:
     except TileOutOfMemoryError as exc:  # the model is trained and kept: 'predict' with a smaller --tile
         print(f"cryorestore denoise: error: {exc}; the model is in {out_dir / 'model'}", file=sys.stderr)
         return EXIT_TILE_OOM
-    io.write_mrc(out_dir / "restored.mrc", restored, even.voxel_size)
+    restored_path = volume_io.write_volume(out_dir / f"restored.{args.output_format}", restored, even.voxel_size)
     from cryorestore import provenance
 
-    provenance.write(out_dir / "restored.mrc", out_dir / "model", {"even": args.even[0], "odd": args.odd[0] if args.odd else None})
+    provenance.write(restored_path, out_dir / "model", {"even": args.even[0], "odd": args.odd[0] if args.odd else None},
+                     reading={"zarr_level": args.zarr_level, "bin": args.bin})
     truth_data = None if truth is None else truth.data
     clean_data = None if clean is None else clean.data
     metrics = map_metrics(raw, restored, even.voxel_size, truth=truth_data, tilt_range=tuple(cfg.tilt_range),
@@ -176,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         "training": {"seconds": res.seconds, "epochs": len(res.history), "best_epoch": res.best_epoch + 1,
                      "best_val_loss": res.best_val_loss, "n_parameters": res.n_parameters,
                      "stop_reason": res.stop_reason, "preset": cfg.preset, "history": res.history},
+        "voxel_size": even.voxel_size, "bin": args.bin, "zarr_level": args.zarr_level,
         "inputs": {"even": args.even[0], "odd": args.odd[0] if args.odd else None, "truth": args.truth,
                    "clean": args.clean, "raw": args.raw or ("mean of even and odd" if odd is not None else args.even[0])},
     }
@@ -186,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     io.write_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
     print(format_table(metrics))
     print(tf_text)
-    print(f"wrote {out_dir / 'restored.mrc'} and {out_dir / 'metrics.json'}")
+    print(f"wrote {restored_path} and {out_dir / 'metrics.json'}")
     return 0
 
 

@@ -15,6 +15,10 @@ With the half maps (``--even``, ``--odd``) and the model directory (``--model``)
 score of :mod:`cryorestore.evaluate.truthfree` on the held-out slab the model records (or ``--holdout``/
 ``--holdout-mask``): ``tf_*`` keys in the metrics, ``score.json``, ``score_curves.json`` and ``score.png``
 beside the JSON file, and the table printed after the truth-based one (``--clean`` adds the true gain).
+
+Maps may be MRC files or OME-Zarr stores (``--zarr-level``); ``--bin`` Fourier-bins every map (and the
+templates) at load and divides the particle positions by the factor; the voxel size in ``metrics.json``
+is then the binned one.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cryorestore import io, plots, report
-from cryorestore.cli.common import add_device_option, add_seed_option, positive, resolve_device, seed_everything, tilt_range
+from cryorestore import io, plots, report, volume_io
+from cryorestore.cli.common import (add_device_option, add_seed_option, add_volume_options, positive, resolve_device,
+                                    seed_everything, tilt_range)
 from cryorestore.errors import InputError
 from cryorestore.evaluate import quality, segmentation, snr, species
 
@@ -61,18 +66,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", metavar="AXIS:START:STOP", help="held-out slab for the truth-free score (voxels)")
     p.add_argument("--holdout-mask", metavar="M.mrc", help="held-out region as a mask for the truth-free score")
     p.add_argument("--out", required=True, metavar="metrics.json", help="output JSON file")
+    add_volume_options(p)
     add_seed_option(p)
     add_device_option(p)
+
+
+def _read(args: argparse.Namespace, path: str) -> io.Volume:
+    """A map of the evaluation (MRC or OME-Zarr level ``--zarr-level``), Fourier-binned by ``--bin``."""
+    return volume_io.read_volume(path, args.zarr_level, args.bin)
 
 
 def _read_maps(args: argparse.Namespace) -> tuple[io.Volume, dict[str, np.ndarray]]:
     """The raw volume and ``{name: map}`` for raw, the baselines of ``--baselines`` and restored, all
     checked to lie on the raw map's grid."""
-    raw = io.read_mrc(args.raw)
+    raw = _read(args, args.raw)
     maps = {"raw": raw.data}
     paths = [(n, Path(args.baselines) / f"{n}.mrc") for n in BASELINES] if args.baselines else []
     for name, path in paths + [("restored", Path(args.restored))]:
-        v = io.read_mrc(path)
+        v = _read(args, str(path))
         io.check_same_grid(raw, v, args.raw, str(path))
         maps[name] = v.data
     return raw, maps
@@ -119,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     tf_inputs = _truthfree_inputs(args, raw, resolve_device(args.device))
     truth = None
     if args.truth:
-        t = io.read_mrc(args.truth)
+        t = _read(args, args.truth)
         io.check_same_grid(raw, t, args.raw, args.truth)
         truth = t.data
     tr = tilt_range(args.tilt_range) if args.tilt_range else None
@@ -131,17 +142,22 @@ def run(args: argparse.Namespace) -> int:
         io.check_same_grid(raw, c, args.raw, args.clean)
         clean = c.data
     particles = io.read_particles(args.particles) if args.particles else None
+    if particles is not None and args.bin > 1:  # positions on the binned grid: voxel b·j is binned voxel j
+        for col in io.STAR_COORDS:
+            particles[col] = particles[col] / args.bin
     templates = None
     if args.template:
         if particles is None:
             raise InputError("--template needs --particles (the true poses)")
         templates = species.load_templates(particles, Path(args.template).parent, fallback=args.template)
+        if args.bin > 1:
+            templates = {s: volume_io.fourier_bin(t, args.bin) for s, t in templates.items()}
         missing = [s for s in species.species_names(particles) if s not in templates]
         if missing:
             print(f"no template_<species>.mrc beside {args.template} for {', '.join(missing)}: not scored")
     memb = None
     if args.membranes:
-        m = io.read_mrc(args.membranes)
+        m = _read(args, args.membranes)
         io.check_same_grid(raw, m, args.raw, args.membranes)
         memb = m.data > 0.5
     if args.match_step and templates is None:
@@ -208,7 +224,9 @@ def run(args: argparse.Namespace) -> int:
     doc = {"metrics": metrics, "inputs": {"raw": str(args.raw), "restored": str(args.restored), "truth": args.truth,
                                           "clean": args.clean, "baselines": args.baselines, "particles": args.particles,
                                           "template": args.template, "membranes": args.membranes,
-                                          "tilt_range": list(tr) if tr else None, "match_step": args.match_step}}
+                                          "tilt_range": list(tr) if tr else None, "match_step": args.match_step,
+                                          "zarr_level": args.zarr_level, "bin": args.bin},
+           "voxel_size": vs}
     io.write_text(out, json.dumps(doc, indent=2) + "\n")
     cols, rows = report.side_by_side(metrics, list(maps))
     print(f"{'figure':<28}" + "".join(f"{c:>12}" for c in cols))

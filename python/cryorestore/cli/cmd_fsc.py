@@ -7,8 +7,8 @@ import argparse
 import numpy as np
 import torch
 
-from cryorestore import fourier, io
-from cryorestore.cli.common import add_device_option, resolve_device
+from cryorestore import fourier, io, volume_io
+from cryorestore.cli.common import add_device_option, add_volume_options, resolve_device
 from cryorestore.errors import InputError
 
 NAME = "fsc"
@@ -21,15 +21,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", metavar="M.mrc", help="real-space mask (same grid) multiplied into both maps")
     p.add_argument("--out", metavar="F.csv", help="write the curve as CSV with header 'frequency,fsc'")
     add_device_option(p)
+    add_volume_options(p, bin=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    a = io.read_mrc(args.map_a)
-    b = io.read_mrc(args.map_b)
+    a = volume_io.read_volume(args.map_a, args.zarr_level)
+    b = volume_io.read_volume(args.map_b, args.zarr_level)
     io.check_same_grid(a, b, args.map_a, args.map_b)
     da, db = a.data, b.data
     if args.mask:
-        m = io.read_mrc(args.mask)
+        m = volume_io.read_volume(args.mask, args.zarr_level)
         io.check_same_grid(a, m, args.map_a, args.mask)
         da, db = da * m.data, db * m.data
     device = resolve_device(args.device)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cryorestore import io, plots
-from cryorestore.cli.common import add_device_option, positive, resolve_device, tilt_range
+from cryorestore import io, plots, volume_io
+from cryorestore.cli.common import add_device_option, add_volume_options, positive, resolve_device, tilt_range
 from cryorestore.errors import InputError
 from cryorestore.evaluate import angles, matching, pr
 
@@ -48,6 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive(int), default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_option(p)
+    add_volume_options(p, bin=False)
 
 
 def bin_volume(vol: np.ndarray, b: int) -> np.ndarray:
@@ -73,8 +74,8 @@ def unbin_positions(p: np.ndarray, b: int, box: int) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    tomo = io.read_mrc(args.tomogram)
-    tmpl = io.read_mrc(args.template)
+    tomo = volume_io.read_volume(args.tomogram, args.zarr_level)
+    tmpl = volume_io.read_volume(args.template)
     if not np.isclose(tomo.voxel_size, tmpl.voxel_size, rtol=1e-3):
         raise InputError(f"{args.tomogram} has voxel size {tomo.voxel_size:g} Å but the template {tmpl.voxel_size:g} Å; resample the template")
     matching.check_template(tmpl.data, tomo.shape)

@@ -11,7 +11,8 @@ import argparse
 
 import numpy as np
 
-from cryorestore import io
+from cryorestore import io, volume_io
+from cryorestore.cli.common import add_volume_options
 
 NAME = "mean"
 HELP = "voxel-wise mean of maps on one grid (e.g. the raw map of an even/odd pair); keeps the voxel size"
@@ -19,15 +20,17 @@ HELP = "voxel-wise mean of maps on one grid (e.g. the raw map of an even/odd pai
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("maps", nargs="+", metavar="MAP.mrc", help="two or more maps with one shape and voxel size")
-    p.add_argument("--out", required=True, metavar="MEAN.mrc", help="the mean map (written atomically)")
+    p.add_argument("--out", required=True, metavar="MEAN.mrc", help="the mean map (written atomically; an OME-Zarr pyramid when it ends in .zarr)")
+    add_volume_options(p, bin=False)
 
 
-def mean_of_maps(paths: list[str]) -> io.Volume:
-    """Mean (float32, accumulated in float64) of the maps at ``paths``; they must share one grid."""
-    first = io.read_mrc(paths[0])
+def mean_of_maps(paths: list[str], level: int = 0) -> io.Volume:
+    """Mean (float32, accumulated in float64) of the maps at ``paths`` (MRC, or OME-Zarr level ``level``); they
+    must share one grid."""
+    first = volume_io.read_volume(paths[0], level)
     total = first.data.astype(np.float64)
     for p in paths[1:]:
-        v = io.read_mrc(p)
+        v = volume_io.read_volume(p, level)
         io.check_same_grid(first, v, paths[0], p)
         total += v.data
     return io.Volume((total / len(paths)).astype(np.float32), first.voxel_size)
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.maps) < 2:
         raise InputError("give at least two maps to average")
-    mean = mean_of_maps(args.maps)
-    io.write_mrc(args.out, mean.data, mean.voxel_size)
+    mean = mean_of_maps(args.maps, args.zarr_level)
+    volume_io.write_volume(args.out, mean.data, mean.voxel_size)
     print(f"wrote {args.out}: mean of {len(args.maps)} maps, {mean.voxel_size:g} Å voxels")
     return 0

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from cryorestore import io
-from cryorestore.cli.common import add_device_option, positive
+from cryorestore import io, volume_io
+from cryorestore.cli.common import add_device_option, add_volume_options, positive
 from cryorestore.errors import InputError
 from cryorestore.evaluate import segmentation
 
@@ -41,16 +41,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--polarity", choices=("bright", "dark"), default="bright", help="membranes brighter (default) or darker than the background")
     p.add_argument("--metrics", metavar="M.json", help="write Dice and voxel counts as JSON")
     add_device_option(p)  # computation is CPU (scipy); accepted for a uniform interface
+    add_volume_options(p, bin=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    vol = io.read_mrc(args.tomogram)
+    vol = volume_io.read_volume(args.tomogram, args.zarr_level)
     if not (0 <= args.low <= args.high and 0 <= args.coherence_low <= args.coherence_high <= 1 and args.min_area >= 0):
         raise InputError(f"need 0 <= --low <= --high, 0 <= --coherence-low <= --coherence-high <= 1 and --min-area >= 0, "
                          f"got {args.low}, {args.high}, {args.coherence_low}, {args.coherence_high}, {args.min_area}")
     truth = None
     if args.truth:
-        t = io.read_mrc(args.truth)
+        t = volume_io.read_volume(args.truth, args.zarr_level)
         io.check_same_grid(vol, t, args.tomogram, args.truth)
         truth = t.data > 0.5
     s, mask = segmentation.segment_membranes(
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if truth is not None:
         result["dice"] = segmentation.dice(mask, truth)
         result["truth_voxels"] = int(truth.sum())
-    io.write_mrc(args.out, mask.astype(np.float32), vol.voxel_size)
+    volume_io.write_volume(args.out, mask.astype(np.float32), vol.voxel_size)
     if args.surfaceness:
         io.write_mrc(args.surfaceness, s, vol.voxel_size)
     if args.metrics:

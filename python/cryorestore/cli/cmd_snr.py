@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from cryorestore import io
-from cryorestore.cli.common import add_seed_option, positive, seed_everything
+from cryorestore import io, volume_io
+from cryorestore.cli.common import add_seed_option, add_volume_options, positive, seed_everything
 from cryorestore.errors import InputError
 from cryorestore.evaluate import snr
 
@@ -26,12 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boxes", type=positive(int), default=30, help="with --truth: number of box pairs (default 30)")
     p.add_argument("--out", metavar="SNR.json", help="also write the result and the box centres as JSON")
     add_seed_option(p)
+    add_volume_options(p, bin=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    vol = io.read_mrc(args.tomogram)
+    vol = volume_io.read_volume(args.tomogram, args.zarr_level)
     if args.truth:
-        truth = io.read_mrc(args.truth)
+        truth = volume_io.read_volume(args.truth, args.zarr_level)
         io.check_same_grid(vol, truth, args.tomogram, args.truth)
         centres = io.particle_arrays(io.read_particles(args.particles))[0] if args.particles else None
         sig, bg = snr.auto_boxes(truth.data, args.box, args.n_boxes, seed_everything(args.seed), centres)

@@ -1,4 +1,8 @@
-"""``cryorestore train``: train a restoration network (n2n, deepdewedge, isonet) on half tomograms."""
+"""``cryorestore train``: train a restoration network (n2n, deepdewedge, isonet) on half tomograms.
+
+The maps may be MRC files or OME-Zarr stores (``--zarr-level``), binned at load with ``--bin``; the model
+directory's ``config.json`` records ``bin``, ``zarr_level`` and the (binned) ``voxel_size``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cryorestore.cli.common import add_device_option, add_seed_option, positive, tilt_range
+from cryorestore.cli.common import add_device_option, add_seed_option, add_volume_options, positive, tilt_range
 from cryorestore.errors import InputError
 from cryorestore.presets import DEFAULT_PRESET, PRESET_NAMES
 
@@ -33,7 +37,8 @@ def add_train_arguments(p: argparse.ArgumentParser, with_out: bool = True) -> No
     from cryorestore.methods import DEFAULT_METHOD, METHOD_NAMES
 
     p.add_argument("--even", action="append", required=True, metavar="E.mrc",
-                   help="even half tomogram (repeat --even/--odd for several datasets); the only map in isonet single-map mode")
+                   help="even half tomogram, MRC or OME-Zarr (.zarr folder, s3:// or https:// URL) (repeat --even/--odd "
+                        "for several datasets); the only map in isonet single-map mode")
     p.add_argument("--odd", action="append", metavar="O.mrc", help="odd half tomogram, same grid as its --even")
     p.add_argument("--method", choices=METHOD_NAMES, default=DEFAULT_METHOD,
                    help="training scheme: n2n (cryoCARE-style denoising), deepdewedge or isonet (denoising and "
@@ -74,6 +79,7 @@ def add_train_arguments(p: argparse.ArgumentParser, with_out: bool = True) -> No
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the model directory")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (bars are live on a terminal, one line per epoch in a file or pipe)")
+    add_volume_options(p)
     add_seed_option(p)
     add_device_option(p)
     if with_out:
@@ -116,7 +122,8 @@ def config_from_args(args: argparse.Namespace, out: str):
         even=[str(e) for e in args.even], odd=None if args.odd is None else [str(o) for o in args.odd], out=str(out),
         method=args.method, model=args.model, loss=loss, tilt_range=tr, val_fraction=args.val_fraction,
         lr_schedule=args.lr_schedule, seed=args.seed, device=args.device, wedge_weight=args.wedge_weight,
-        noise_levels=levels, noise_epochs=epochs, preset=args.preset, **chosen)
+        noise_levels=levels, noise_epochs=epochs, preset=args.preset, zarr_level=args.zarr_level, bin=args.bin,
+        **chosen)
 
 
 def resolve_preset(args: argparse.Namespace) -> dict:

@@ -65,3 +65,16 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
                         help="mean of f(even) and f(odd); mean+lowpass: that mean low-passed at the half maps' "
                              "FSC=0.5 frequency; calibrated: per-shell weights of the mean and the raw map fitted "
                              "against the other half map (default: the preset's)")
+
+
+def add_volume_options(parser: argparse.ArgumentParser, bin: bool = True) -> None:
+    """``--zarr-level N`` (which OME-Zarr level to read) and, with ``bin``, ``--bin 1|2|4`` (Fourier binning at load)."""
+    parser.add_argument("--zarr-level", type=int, default=0, metavar="N",
+                        help="OME-Zarr inputs: the multiscale level to read (0 = full resolution, each next level "
+                             "binned by 2; its scale gives the voxel size) (default: 0)")
+    if bin:
+        from cryorestore.volume_io import BIN_FACTORS
+
+        parser.add_argument("--bin", type=int, choices=BIN_FACTORS, default=1,
+                            help="bin every input map by this factor in Fourier space at load (crop of the centred "
+                                 "spectrum); voxel sizes in every output are multiplied by it (default: 1)")
