@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cryorestore import io
+from cryorestore import io, outputs
 from cryorestore.cli.cmd_train import add_train_arguments, run_training
 from cryorestore.cli.common import add_inference_options, positive, resolve_device
 
 NAME = "denoise"
+OUTPUT_ARGS = ("out_dir",)  # locked; see cryorestore.outputs
 HELP = "train a model on the half tomograms, restore them, and report before/after figures"
 
 ROWS = (
@@ -127,10 +128,11 @@ def run(args: argparse.Namespace) -> int:
     except TileOutOfMemoryError as exc:  # the model is trained and kept: 'predict' with a smaller --tile
         print(f"cryorestore denoise: error: {exc}; the model is in {out_dir / 'model'}", file=sys.stderr)
         return EXIT_TILE_OOM
-    io.write_mrc(out_dir / "restored.mrc", restored, even.voxel_size)
+    stage = outputs.Staged(out_dir)  # restored.mrc, its provenance and metrics.json appear together (model/ kept)
+    io.write_mrc(stage.path / "restored.mrc", restored, even.voxel_size)
     from cryorestore import provenance
 
-    provenance.write(out_dir / "restored.mrc", out_dir / "model", {"even": args.even[0], "odd": args.odd[0] if args.odd else None})
+    provenance.write(stage.path / "restored.mrc", out_dir / "model", {"even": args.even[0], "odd": args.odd[0] if args.odd else None})
     truth_data = None if truth is None else truth.data
     metrics = map_metrics(raw, restored, even.voxel_size, truth=truth_data, tilt_range=tuple(cfg.tilt_range))
     metrics = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in metrics.items()}
@@ -151,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         "inputs": {"even": args.even[0], "odd": args.odd[0] if args.odd else None, "truth": args.truth,
                    "raw": args.raw or ("mean of even and odd" if odd is not None else args.even[0])},
     }
-    io.write_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+    io.write_text(stage.path / "metrics.json", json.dumps(report, indent=2) + "\n")
+    stage.commit()
     print(format_table(metrics))
     print(f"wrote {out_dir / 'restored.mrc'} and {out_dir / 'metrics.json'}")
     return 0
