@@ -174,6 +174,11 @@ def run(args: argparse.Namespace) -> int:
         from cryorestore.cli.common import resolve_device
 
         config_from_args(args, args.out).validate()  # bad options: one line here, not one per rank
-        return distributed.launch(args.devices, resolve_device(args.device), _rank_main, args)
+        from cryorestore import outputs
+        from cryorestore.train import describe_kept
+
+        outputs.on_stop(lambda: describe_kept(args.out))
+        return distributed.launch(args.devices, resolve_device(args.device), _rank_main, args,
+                                  kept=outputs.kept_line)
     run_training(args, args.out)
     return 0
