@@ -507,12 +507,13 @@ def _roll_forward(d: Path, stage: Path, names: list[str]) -> None:
     shutil.rmtree(stage, ignore_errors=True)
 
 
-def recover(path: PathLike) -> list[str]:
+def recover(path: PathLike, _depth: int = 1) -> list[str]:
     """Clean up after killed writers of output ``path``; call with its lock held. Returns what was done.
 
     Finishes interrupted :func:`files` commits in its folder, puts back a folder left aside by the
-    two-rename fallback of :func:`folder`, and deletes staging folders and ``atomic_path`` temporary
-    files that belong to ``path`` (inside it, when it is a folder).
+    two-rename fallback of :func:`folder`, and deletes staging folders, ``atomic_path`` temporary
+    files and data-parallel ``.shared-*.npy`` files that belong to ``path`` (inside it, when it is a
+    folder, and in its subfolders one level down, e.g. ``denoise``'s ``model/``).
     """
     p = Path(path).absolute()
     parent = p.parent
@@ -540,7 +541,7 @@ def recover(path: PathLike) -> list[str]:
     debris += [s for s in parent.glob(f"{FILES_STAGING}*") if _dead_owner(s.name, FILES_STAGING)]
     debris += [s for s in parent.glob(f"{JOURNAL_PREFIX}*.part") if _dead_owner(s.name[:-len(".json.part")], JOURNAL_PREFIX)]
     if p.is_dir():
-        debris += list(p.glob(".*.part*")) + list(p.glob(f"{FILES_STAGING}*"))
+        debris += list(p.glob(".*.part*")) + list(p.glob(f"{FILES_STAGING}*")) + list(p.glob(".shared-*.npy"))
     for f in debris:
         if f.is_dir() and not f.is_symlink():
             shutil.rmtree(f, ignore_errors=True)
@@ -548,6 +549,10 @@ def recover(path: PathLike) -> list[str]:
             f.unlink(missing_ok=True)
     if debris:
         done.append(f"removed {len(debris)} leftover(s) of killed runs")
+    if _depth > 0 and p.is_dir():  # folders inside an output (denoise's model/) are written under its lock
+        for child in sorted(p.iterdir()):
+            if child.is_dir() and not child.name.startswith("."):
+                done += recover(child, _depth - 1)
     return done
 
 

@@ -192,9 +192,11 @@ def kill_after(argv: list[str], delay: float, sig: int) -> tuple[int, str]:
     return p.returncode, err
 
 
-def trial(c: Command, rng: np.random.Generator, sig: int = signal.SIGKILL, resume: bool = True) -> Trial:
+def trial(c: Command, rng: np.random.Generator, sig: int = signal.SIGKILL, resume: bool = True,
+          earliest: float = 0.0) -> Trial:
+    """Kill ``c`` once at a moment drawn uniformly from ``[earliest, 1.05 T]`` and judge what is left."""
     clear(c)
-    delay = float(rng.uniform(0.0, 1.05 * c.seconds))
+    delay = float(rng.uniform(earliest, 1.05 * c.seconds))
     rc, err = kill_after(c.argv, delay, sig)
     state, why = classify(c)
     debris = len(hidden_debris(c.out.parent)) + len(hidden_debris(c.out)) + len(hidden_debris(c.base))
@@ -269,6 +271,22 @@ def setup(work: Path, names: tuple[str, ...] = ("simulate", "reconstruct", "trai
         if n in wanted:
             make_reference(cmds[n])
     return {n: cmds[n] for n in order if n in names}
+
+
+def concurrent_train(c: Command) -> dict[str, object]:
+    """Two ``train`` runs started together into one model directory: who won, what the loser said, and
+    whether the directory is the uninterrupted reference's (nothing mixed)."""
+    clear(c)
+    procs = [subprocess.Popen([sys.executable, "-m", "cryorestore", *c.argv], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=env()) for _ in range(2)]
+    res = [(p.wait(timeout=900), p.stderr.read()) for p in procs]
+    codes = [rc for rc, _ in res]
+    loser = [err.strip().splitlines() for rc, err in res if rc == 2]
+    winner_pid = [p.pid for p, (rc, _) in zip(procs, res) if rc == 0]
+    line = loser[0][-1] if loser and loser[0] else ""
+    return {"exit_codes": codes, "loser_stderr_lines": len(loser[0]) if loser else 0, "loser_line": line,
+            "loser_line_names_holder": bool(winner_pid) and f"pid {winner_pid[0]}" in line,
+            "model_matches_reference": model_state(c.model_dir) == c.final_model and classify(c)[0] == "complete"}
 
 
 def summarise(trials: list[Trial]) -> dict[str, object]:
