@@ -61,6 +61,11 @@ def mrc_data(p: Path) -> bytes:
         return np.asarray(m.data).tobytes() + repr(float(m.voxel_size.x)).encode()
 
 
+def star_data(p: Path) -> str:
+    """A STAR file's tables (its first line carries the time it was written, which is not content)."""
+    return "\n".join(line for line in p.read_text().splitlines() if not line.startswith("# Created by"))
+
+
 def hidden_debris(folder: Path) -> list[str]:
     """Hidden leftovers of a killed writer in ``folder`` (staging folders, ``.part`` files, stale locks)."""
     if not folder.is_dir():
@@ -227,7 +232,7 @@ def setup(work: Path, names: tuple[str, ...] = ("simulate", "reconstruct", "trai
     from cryorestore.simulate import OUTPUT_FILES, _SUFFIX  # the simulator's file set
 
     sim_files = [f"{n}{_SUFFIX.get(n, '.mrc')}" for n in OUTPUT_FILES] + ["template_blob.mrc"]
-    mrc_cmp = {f: mrc_data for f in sim_files if f.endswith(".mrc")}
+    mrc_cmp = {f: mrc_data for f in sim_files if f.endswith(".mrc")} | {"particles.star": star_data}
     o = work / "sim_out"
     cmds["simulate"] = Command("simulate", ["simulate", str(o), "--preset", "toy", "--shape", "32", "48", "48",
                                             "--seed", "2", "--device", "cpu"], o, sim_files, o, mrc_cmp)

@@ -1,9 +1,11 @@
 """The long fault-injection campaign (``make test-faults``; marked ``faults``, excluded from ``make test``).
 
-``CRYORESTORE_FAULT_KILLS`` seeded kills (default 102) spread evenly over simulate, reconstruct, train,
-predict, evaluate and denoise (every sixth one a SIGTERM or SIGINT instead of a SIGKILL), each at a
-uniformly drawn moment between the end of Python's start-up and 1.05 × the command's uninterrupted run
-time; then two ``train`` runs started together into one model directory. The summary (counts per
+``CRYORESTORE_FAULT_KILLS_PER_COMMAND`` (default 19) seeded trials for each of simulate, reconstruct,
+train, predict, evaluate and denoise (``CRYORESTORE_FAULT_COMMANDS`` picks a comma-separated subset, so
+that the campaign can run as several processes): trials 10 and 19 of each command send SIGTERM and
+SIGINT, the others SIGKILL (6 × 17 = 102 SIGKILLs by default), each at a uniformly drawn moment between
+the end of Python's start-up and 1.05 × the command's uninterrupted run time; then two ``train`` runs
+started together into one model directory. The summary (counts per
 command of complete / absent / corrupt outputs, and of resumes that matched the uninterrupted result
 bit for bit) is printed and written to ``CRYORESTORE_FAULT_REPORT`` (default
 ``fault_report.json`` in the pytest temporary folder).
@@ -36,24 +38,29 @@ def _startup_seconds() -> float:
     return time.perf_counter() - t0
 
 
+ORDER = ("simulate", "reconstruct", "train", "predict", "evaluate", "denoise")
+
+
 def test_random_kills_leave_complete_or_absent_outputs_and_resumes_match(tmp_path):
-    n_kills = int(os.environ.get("CRYORESTORE_FAULT_KILLS", "102"))
+    per_command = int(os.environ.get("CRYORESTORE_FAULT_KILLS_PER_COMMAND", "19"))
+    names = [n for n in os.environ.get("CRYORESTORE_FAULT_COMMANDS", ",".join(ORDER)).split(",") if n]
     report_path = Path(os.environ.get("CRYORESTORE_FAULT_REPORT", tmp_path / "fault_report.json"))
     t_start = time.perf_counter()
-    cmds = harness.setup(tmp_path / "work")
+    cmds = harness.setup(tmp_path / "work", names=tuple(names))
     startup = _startup_seconds()
-    rng = np.random.default_rng(19)
-    names = list(cmds)
     trials = []
-    for i in range(n_kills):
-        c = cmds[names[i % len(names)]]
-        sig = signal.SIGKILL if i % 6 != 5 else (signal.SIGTERM if i % 12 == 5 else signal.SIGINT)
-        t = harness.trial(c, rng, sig=sig, earliest=min(startup, 0.9 * c.seconds))
-        trials.append(t)
-        print(f"[{i + 1}/{n_kills}] {t.command:<11} {t.signal:<7} at {t.delay:6.2f} s of {c.seconds:5.1f}: "
-              f"{t.state:<8} rc {t.rc} debris {t.debris} resumed {t.resumed} {t.why}", flush=True)
+    for name in names:
+        c = cmds[name]
+        rng = np.random.default_rng([19, ORDER.index(name)])  # the same draws however the commands are grouped
+        for j in range(per_command):
+            sig = signal.SIGTERM if j == 9 else signal.SIGINT if j == 18 else signal.SIGKILL
+            t = harness.trial(c, rng, sig=sig, earliest=min(startup, 0.9 * c.seconds))
+            trials.append(t)
+            print(f"[{name} {j + 1}/{per_command}] {t.signal:<7} at {t.delay:6.2f} s of {c.seconds:5.1f}: "
+                  f"{t.state:<8} rc {t.rc} debris {t.debris} resumed {t.resumed} {t.why}", flush=True)
     summary = harness.summarise(trials)
-    summary["concurrent_train"] = harness.concurrent_train(cmds["train"])
+    if "train" in cmds and os.environ.get("CRYORESTORE_FAULT_RACE", "1") == "1":
+        summary["concurrent_train"] = harness.concurrent_train(cmds["train"])
     summary["reference_seconds"] = {n: round(c.seconds, 2) for n, c in cmds.items()}
     summary["startup_seconds"] = round(startup, 2)
     summary["seed"] = 19
@@ -65,5 +72,6 @@ def test_random_kills_leave_complete_or_absent_outputs_and_resumes_match(tmp_pat
     total = summary["total"]
     assert total["corrupt"] == 0, [t.why for t in trials if t.state == "corrupt"]
     assert total["resumes_matched"] == total["resumes"]
-    cc = summary["concurrent_train"]
-    assert sorted(cc["exit_codes"]) == [0, 2] and cc["loser_line_names_holder"] and cc["model_matches_reference"]
+    if "concurrent_train" in summary:
+        cc = summary["concurrent_train"]
+        assert sorted(cc["exit_codes"]) == [0, 2] and cc["loser_line_names_holder"] and cc["model_matches_reference"]
