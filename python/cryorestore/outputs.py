@@ -204,7 +204,11 @@ def release(path: PathLike) -> None:
 
 @contextlib.contextmanager
 def lock(paths: list[PathLike], command: str) -> Iterator[None]:
-    """Hold the locks of every output in ``paths`` (see :func:`acquire`), and :func:`recover` each first."""
+    """Hold the locks of every output in ``paths`` (see :func:`acquire`), and :func:`recover` each first.
+
+    On leaving, every stage begun and not committed is discarded (the command failed, was stopped, or
+    returned an error code), then the locks are released.
+    """
     taken: list[PathLike] = []
     try:
         for p in paths:
@@ -212,10 +216,8 @@ def lock(paths: list[PathLike], command: str) -> Iterator[None]:
             taken.append(p)
             recover(p)
         yield
-    except BaseException:
-        discard_open()
-        raise
     finally:
+        discard_open()  # a stage not committed by the end of the command (a failure, a stop) is not an output
         for p in reversed(taken):
             release(p)
 
