@@ -305,5 +305,6 @@ def summarise(trials: list[Trial]) -> dict[str, object]:
         if t.resumed is not None:
             d["resumes"] += 1
             d["resumes_matched"] += int(t.resumed)
-    total = {k: sum(d[k] for d in by.values()) for k in next(iter(by.values()), {})}
+    keys = ("kills", "complete", "absent", "corrupt", "debris_left", "resumes", "resumes_matched")
+    total = {k: sum(d[k] for d in by.values()) for k in keys}
     return {"per_command": by, "total": total}
