@@ -10,6 +10,8 @@ generator, and classifies the output path:
   (a model directory is updated at each better epoch, so a kill may leave an earlier best);
 * ``absent``: none of the output files is there (hidden debris of the killed run, such as a staging
   folder or ``.part`` file, is counted apart: it is not an output, and the next run deletes it);
+* ``earlier`` (``train`` only): the model directory is complete and equals an earlier save of the
+  reference run (the best model so far, which ``train`` keeps up to date while it runs);
 * ``corrupt``: anything else (a subset of the files, a file that differs, a mixture of two saves).
 
 For ``train`` and ``denoise`` the trial then continues the run (``--resume`` when a checkpoint is
@@ -157,6 +159,10 @@ def classify(c: Command) -> tuple[str, str]:
         got = {f: sha(c.model_dir / f) for f in MODEL_FILES if (c.model_dir / f).is_file()}
         if got and got not in c.model_saves:
             return "corrupt", f"model directory matches none of the reference's saves ({sorted(got)})"
+        if c.model_dir == c.out and got and got != c.final_model:
+            # train keeps the best model so far: a complete model directory of an earlier epoch
+            return "earlier", f"the complete model of the reference's save {c.model_saves.index(got) + 1} " \
+                              f"of {len(c.model_saves)}"
     if not present:
         return "absent", why
     if len(present) < len(c.files):
@@ -297,7 +303,7 @@ def concurrent_train(c: Command) -> dict[str, object]:
 def summarise(trials: list[Trial]) -> dict[str, object]:
     by: dict[str, dict[str, int]] = {}
     for t in trials:
-        d = by.setdefault(t.command, {"kills": 0, "complete": 0, "absent": 0, "corrupt": 0, "debris_left": 0,
+        d = by.setdefault(t.command, {"kills": 0, "complete": 0, "earlier": 0, "absent": 0, "corrupt": 0, "debris_left": 0,
                                       "resumes": 0, "resumes_matched": 0})
         d["kills"] += 1
         d[t.state] += 1
@@ -305,6 +311,6 @@ def summarise(trials: list[Trial]) -> dict[str, object]:
         if t.resumed is not None:
             d["resumes"] += 1
             d["resumes_matched"] += int(t.resumed)
-    keys = ("kills", "complete", "absent", "corrupt", "debris_left", "resumes", "resumes_matched")
+    keys = ("kills", "complete", "earlier", "absent", "corrupt", "debris_left", "resumes", "resumes_matched")
     total = {k: sum(d[k] for d in by.values()) for k in keys}
     return {"per_command": by, "total": total}
