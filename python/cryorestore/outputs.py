@@ -426,7 +426,8 @@ class StagedFiles:
     under their final names, then :meth:`commit`."""
 
     def __init__(self, dest_folder: PathLike) -> None:
-        self.dest = Path(dest_folder).absolute()
+        self.given = Path(dest_folder)
+        self.dest = self.given.absolute()
         self.dest.mkdir(parents=True, exist_ok=True)
         self.token = _host_token()
         self.path = self.dest / f"{FILES_STAGING}{self.token}"
@@ -434,8 +435,8 @@ class StagedFiles:
         _open.append(self)
 
     def final(self, p: PathLike) -> Path:
-        """Where ``p`` (a path inside the stage) will be once committed."""
-        return relocate(p, self.path, self.dest)
+        """Where ``p`` (a path inside the stage) will be once committed (relative if the folder was given so)."""
+        return relocate(p, self.path, self.given)
 
     def commit(self) -> Path:
         names = sorted(p.name for p in self.path.iterdir())
