@@ -217,6 +217,27 @@ def test_injected_write_error_is_one_line_exit_2_and_nothing_partial(tmp_path, c
     assert list(tmp_path.iterdir()) == [] and len(calls) == 3
 
 
+def test_stop_in_the_middle_of_writing_keeps_nothing_and_says_so(tmp_path, capsys, monkeypatch):
+    """SIGTERM arriving while simulate writes its files (raised where the handler would raise it)."""
+    from cryorestore import io
+
+    real = io.write_mrc
+    calls = []
+
+    def stopped(path, data, voxel_size):
+        calls.append(path)
+        if len(calls) == 4:
+            raise outputs.Stopped(signal.SIGTERM)
+        return real(path, data, voxel_size)
+
+    monkeypatch.setattr(io, "write_mrc", stopped)
+    rc = main(_toy_simulate(tmp_path / "sim"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 143 and err == ["cryorestore simulate: stopped by SIGTERM; nothing was written "
+                                 "(outputs appear only when complete)"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_read_only_output_folder_is_one_line_exit_2(tmp_path, capsys):
     with _tmpfs(tmp_path / "ro", "1m", ro=True) as fs:
         rc = main(_toy_simulate(fs / "sim"))
