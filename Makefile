@@ -6,12 +6,13 @@ DEMO_DIR ?= demo_run
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench bench-simulate bench-native clean help container
+.PHONY: setup demo test test-all test-faults bench bench-simulate bench-native clean help container
 
 help:
 	@echo "make setup   install torch ($(TORCH_VERSION), CPU build unless one is present), the package and test tools"
 	@echo "make demo    simulate a dataset in $(DEMO_DIR)/, restore it (default method, --preset quick), print raw / Gaussian / restored"
-	@echo "make test    run the test suite (slow tests excluded; make test-all runs them too)"
+	@echo "make test    run the test suite (slow tests and the long fault campaign excluded; make test-all runs them too)"
+	@echo "make test-faults  the long fault-injection campaign: 100+ seeded kills across the commands (tens of minutes)"
 	@echo "make container  build the GPU container (apptainer/singularity .sif, else docker image $(IMAGE))"
 
 setup:
@@ -28,7 +29,10 @@ demo:
 		--preset quick --device cpu $(DEMO_ARGS)
 
 test:
-	$(PYTHON) -m pytest -m "not slow and not cuda" $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -m "not slow and not cuda and not faults" $(PYTEST_ARGS)
+
+test-faults:
+	$(PYTHON) -m pytest tests/faults -m faults -s $(PYTEST_ARGS)
 
 test-all:
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -16,7 +16,7 @@ from cryorestore import distributed
 from cryorestore.cli import main
 from cryorestore.distributed import Context, grad_weight, launch, share, shard_batch, usable
 from cryorestore.modeldir import load_model_dir
-from cryorestore.train import CHECKPOINT, train
+from cryorestore.train import CHECKPOINT, read_checkpoint, train
 from test_train import dataset  # noqa: F401  (the simulated 32×64×64 dataset fixture)
 from test_train import _cfg as _train_cfg
 
@@ -69,7 +69,7 @@ def test_single_process_context_is_a_no_op(monkeypatch):
 
 
 def _history(run_dir):
-    return torch.load(run_dir / CHECKPOINT, weights_only=False)
+    return read_checkpoint(run_dir / CHECKPOINT)
 
 
 def _stop_after_second_epoch(epoch, record):

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from cryorestore.boxes import HostBoxes, refilled_name, remove_stale_refills
 from cryorestore.data import local_std, sampling_mask
-from cryorestore.train import CHECKPOINT, train
+from cryorestore.train import CHECKPOINT, read_checkpoint, train
 from test_train import _cfg
 from test_train import dataset  # noqa: F401  (the simulated 32×64×64 dataset fixture)
 
@@ -112,7 +112,7 @@ def test_refilled_boxes_written_separately_and_only_when_changed(dataset, tmp_pa
     train(cfg, progress=False, on_epoch_end=record)
     name = refilled_name(1)  # refill after epoch 2 (index 1); none after the last epoch
     assert seen[0] == {} and list(seen[1]) == [name] and seen[1] == seen[2] == seen[3]
-    ck = torch.load(out / CHECKPOINT, weights_only=False)
+    ck = read_checkpoint(out / CHECKPOINT)
     assert ck["refilled"] == name and "train_filled" not in ck and "val_filled" not in ck
     filled = torch.load(out / name, weights_only=True)
     assert filled["epoch"] == 1 and filled["train"].shape[1:] == (2, 16, 16, 16)

@@ -51,8 +51,9 @@ def refilled_name(epoch: int) -> str:
     return f"{REFILLED_PREFIX}e{epoch + 1:04d}.pt"
 
 
-def remove_stale_refills(directory: Path, keep: str | None) -> None:
-    """Delete the refilled-box files in ``directory`` other than ``keep`` (the one the checkpoint names)."""
+def remove_stale_refills(directory: Path, keep: str | None | set[str | None]) -> None:
+    """Delete the refilled-box files in ``directory`` other than ``keep`` (those the checkpoints name)."""
+    keep_set = keep if isinstance(keep, set) else {keep}
     for f in Path(directory).glob(f"{REFILLED_PREFIX}e*.pt"):
-        if f.name != keep:
+        if f.name not in keep_set:
             f.unlink(missing_ok=True)

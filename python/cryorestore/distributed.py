@@ -13,6 +13,15 @@ augmentations for the whole global batch (from the shared seed) and keeps a cont
 (:func:`share`); gradients are averaged by DDP with weights that make the step the full batch's
 gradient (:func:`grad_weight`). So a run on ``N`` devices follows the trajectory of a run on one, up
 to floating-point reduction order. Global batches with fewer boxes than ranks are skipped.
+
+Failures: an input error in rank 0's set-up (a bad map while cutting the boxes) is sent to every rank,
+which all end with the same one-line error (exit 2) instead of waiting for rank 0; with ``--devices N``
+only rank 0 prints it. When a rank dies (killed, out of memory, an exception) :func:`launch` stops the
+others and prints one line naming the rank and how it ended; the last checkpoint is kept for
+``--resume``. Normalisation: the networks' default norms (instance, group, layer) are per sample and
+need no synchronisation, so N ranks follow one rank's trajectory; BatchNorm layers are converted to
+SyncBatchNorm on GPUs and refused on CPU ranks, where PyTorch has no SyncBatchNorm
+(``benchmarks/bench_faults_norm.py`` measures the difference).
 """
 
 from __future__ import annotations
@@ -28,6 +37,10 @@ import torch
 import torch.distributed as dist
 
 from cryorestore.errors import InputError
+
+class SharedInputError(InputError):
+    """Rank 0's input error, received by another rank (which then need not print it again)."""
+
 
 @dataclass(frozen=True)
 class Context:
@@ -88,11 +101,19 @@ def teardown(ctx: Context) -> None:
 
 
 def wrap_model(model: torch.nn.Module, ctx: Context, device: torch.device) -> torch.nn.Module:
-    """The module to train: ``model`` itself, or a DDP wrapper (batch norms synchronised on CUDA)."""
+    """The module to train: ``model`` itself, or a DDP wrapper (batch norms synchronised on CUDA).
+
+    On CPU ranks a network with BatchNorm layers is refused (one line): PyTorch's SyncBatchNorm needs
+    GPUs, and unsynchronised batch statistics would make N ranks train a different model than one.
+    """
     if not ctx.active:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    if device.type != "cuda" and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise (InputError if ctx.is_main else SharedInputError)("this network has BatchNorm layers, whose statistics cannot be synchronised across CPU "
+                         "ranks (SyncBatchNorm needs GPUs); use --model-option norm=instance (the default) or "
+                         "norm=group, or train on one CPU process")
     if device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return DistributedDataParallel(model, device_ids=[device.index])
@@ -167,7 +188,11 @@ def share_from_main(make: Callable[[], tuple[Any, Any]], directory: Path, ctx: C
 
     payload: list[Any] = [None]
     if ctx.is_main:
-        obj, extra = make()
+        try:
+            obj, extra = make()
+        except InputError as exc:  # every rank ends with the same line instead of waiting for rank 0
+            dist.broadcast_object_list([("error", str(exc))], src=0)
+            raise
         names = {}
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
@@ -180,6 +205,8 @@ def share_from_main(make: Callable[[], tuple[Any, Any]], directory: Path, ctx: C
         payload = [(dataclasses.replace(obj, **{k: None for k in names}), extra, names)]
         del obj
     dist.broadcast_object_list(payload, src=0)
+    if payload[0][0] == "error":
+        raise SharedInputError(payload[0][1])
     stripped, extra, names = payload[0]
     arrays = {k: np.load(p, mmap_mode="c") for k, p in names.items()}
     barrier(ctx)
@@ -227,9 +254,13 @@ def _worker(local_rank: int, world: int, port: int, fn: Callable[..., Any], args
     try:
         result = fn(*args)
         rc = result if isinstance(result, int) else 0
+    except SharedInputError:
+        rc = 2  # rank 0 prints it
     except InputError as exc:
         print(f"cryorestore: error (rank {local_rank}): {exc}", file=sys.stderr, flush=True)
         rc = 2
+    except KeyboardInterrupt:  # stopped by the launcher (SIGTERM/SIGINT)
+        rc = 130
     if rc:
         sys.exit(rc)
 
@@ -243,25 +274,48 @@ def check_devices(devices: int, device: torch.device) -> None:
                          f"lower --devices or set CUDA_VISIBLE_DEVICES")
 
 
-def launch(devices: int, device: torch.device, fn: Callable[..., Any], *args: Any) -> int:
+def launch(devices: int, device: torch.device, fn: Callable[..., Any], *args: Any,
+           kept: Callable[[], str] | None = None) -> int:
     """Run ``fn(*args)`` in ``devices`` new processes that form one process group; return an exit code.
 
     A rank's exit code is ``fn``'s result when that is an int, else 0 (2 on :class:`InputError`).
     Each process gets ``RANK``/``LOCAL_RANK``/``[LOCAL_]WORLD_SIZE``/``MASTER_*`` as torchrun sets them
     (rendezvous on 127.0.0.1). ``fn`` and ``args`` must be picklable. On CPU the cores are split
-    among the ranks. Exit code: 0, or the first failing rank's code (its siblings are stopped).
+    among the ranks. Exit code: 0, or the first failing rank's code (its siblings are stopped); a rank
+    killed by a signal gives 128 + its number and one line naming the rank, followed by ``kept()``
+    (what the run leaves, e.g. the last checkpoint). When this process itself is stopped (SIGTERM or
+    SIGINT raise in it), the ranks are terminated before the stop propagates.
     """
+    import signal as _signal
+
     import torch.multiprocessing as mp
 
     check_devices(devices, device)
     threads = max(1, torch.get_num_threads() // devices) if device.type == "cpu" else 0
+    ctx = mp.start_processes(_worker, args=(devices, free_port(), fn, args, threads), nprocs=devices, join=False,
+                             start_method="spawn")
     try:
-        mp.spawn(_worker, args=(devices, free_port(), fn, args, threads), nprocs=devices, join=True)
+        while not ctx.join():
+            pass
     except mp.ProcessExitedException as exc:
-        return int(exc.exit_code) if exc.exit_code and exc.exit_code > 0 else 1
+        code = exc.exit_code or 1
+        if code < 0:  # killed by a signal
+            name = exc.signal_name or _signal.Signals(-code).name
+            more = f"; {kept()}" if kept is not None else ""
+            print(f"cryorestore: rank {exc.error_index} ended by {name}; every rank was stopped{more}",
+                  file=sys.stderr, flush=True)
+            return 128 + abs(code)
+        return int(code)
     except mp.ProcessRaisedException as exc:
         print(f"cryorestore: a training rank failed:\n{exc}", file=sys.stderr)
         return 1
+    except BaseException:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.terminate()
+        for p in ctx.processes:
+            p.join(30)
+        raise
     return 0
 
 

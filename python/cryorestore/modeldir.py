@@ -15,7 +15,10 @@ Layout of ``MODEL_DIR/``:
 ``loss.png`` (training and held-out loss over optimiser steps, :func:`cryorestore.plots.loss_curves`);
 neither is needed to predict.
 
-Every file is written atomically.
+The four model files change together: :func:`save_model_dir` writes them into a staging folder
+that replaces the directory in one step (:func:`cryorestore.outputs.folder`; the other entries, such
+as ``checkpoint.pt``, are carried over), so a run killed while saving leaves the previous complete
+model or the new one, never a mixture.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 import torch
 
 from cryorestore import __version__
-from cryorestore import io
+from cryorestore import io, outputs
 from cryorestore.data import Normalization
 from cryorestore.errors import InputError
 
@@ -57,14 +60,13 @@ def save_model_dir(path: str | Path, model: torch.nn.Module, config: dict[str, A
                    normalization: Normalization) -> Path:
     """Write weights, config, normalisation and version into ``path`` (created if needed)."""
     d = Path(path)
-    d.mkdir(parents=True, exist_ok=True)
     buf = _io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
-    with io.atomic_path(d / "weights.pt") as tmp:
-        tmp.write_bytes(buf.getvalue())
-    io.write_text(d / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-    io.write_text(d / "normalization.json", json.dumps(normalization.to_dict(), indent=2) + "\n")
-    io.write_text(d / "version.txt", __version__ + "\n")
+    with outputs.folder(d) as stage:
+        (stage / "weights.pt").write_bytes(buf.getvalue())
+        (stage / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (stage / "normalization.json").write_text(json.dumps(normalization.to_dict(), indent=2) + "\n")
+        (stage / "version.txt").write_text(__version__ + "\n")
     return d
 
 

@@ -8,9 +8,16 @@ of the log says which of the three ended it. After each epoch the validation los
 the held-out boxes (a slab of each tomogram disjoint from the training boxes, see
 :mod:`cryorestore.data`) with the method's fixed validation batches (same rotations every epoch,
 unrefilled boxes, so the target never moves), the last state is written to ``OUT/checkpoint.pt``
-(model, optimizer, scheduler, epoch, history, RNG states, the name of the refilled-box file) and,
-when the validation loss improved, the model directory ``OUT/`` is updated with the best weights
-(see :mod:`cryorestore.modeldir`).
+(model, optimizer, scheduler, epoch, history, best/early-stopping state, the torch, NumPy and Python
+RNG states, the name of the refilled-box file) and, when the validation loss improved, the model
+directory ``OUT/`` is updated with the best weights in one step (see :mod:`cryorestore.modeldir`).
+
+Checkpoints: ``checkpoint.pt`` starts with one text line ``CRYORESTORE-CHECKPOINT sha256=<hex>
+epoch=<n>`` (the SHA-256 of the ``torch.save`` payload after it), verified on load. Before a new one
+is written the current one becomes ``checkpoint.prev.pt``; ``--resume`` uses the previous one, with a
+line naming the bad file, when ``checkpoint.pt`` is missing, truncated or fails its checksum. A resumed
+run repeats the interrupted epoch from its start and reaches the same weights, bit for bit on the CPU,
+as an uninterrupted run with the same options (``tests/test_faults_quick.py``).
 
 Memory: the boxes stay in host memory and go to the device one batch at a time
 (:mod:`cryorestore.boxes`). The refilled training boxes of deepdewedge/isonet are written to their own
@@ -22,8 +29,13 @@ Precision: see :mod:`cryorestore.precision` (bf16 on GPUs with native bf16, else
 
 from __future__ import annotations
 
+import hashlib
+import io as _io
 import json
 import math
+import os
+import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +55,8 @@ from cryorestore.precision import Precision, training_precision
 from cryorestore.progress import is_live, progress_bar
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_PREV = "checkpoint.prev.pt"  # the one before, kept for when the last one is damaged
+_MAGIC = b"CRYORESTORE-CHECKPOINT "
 # options that must match for --resume to continue the same run
 _RESUME_KEYS = ("even", "odd", "method", "model", "model_options", "loss", "tilt_range", "subtomo_size",
                 "n_subtomos", "val_fraction", "seed", "batch_size", "lr", "lr_schedule", "wedge_weight")
@@ -294,7 +308,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
         raise InputError(f"method {config.method} needs even and odd half tomograms: give --odd")
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT
-    ckpt = _load_resume_checkpoint(ckpt_path, config) if resume else None
+    ckpt = _load_resume_checkpoint(ckpt_path, config, dctx.is_main) if resume else None
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
@@ -339,6 +353,10 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt.get("numpy_rng") is not None:
+            np.random.set_state(ckpt["numpy_rng"])
+        if ckpt.get("python_rng") is not None:
+            random.setstate(ckpt["python_rng"])
         reason = stop_reason(start - 1, n_epochs, by_steps, best_epoch, config, start * steps_per_epoch)
         if reason is not None and dctx.is_main:
             print(f"checkpoint after epoch {start} already met its end; nothing to do", flush=True)
@@ -385,9 +403,10 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
             print(f"epoch {epoch + 1}/{n_epochs}: train {tl:.5g}  val {vl:.5g}{'  (best)' if improved else ''}  "
                   f"{history[-1]['seconds']:.0f} s", flush=True)
         if dctx.is_main:
+            kept_refill = _checkpoint_refill(ckpt_path)  # about to become checkpoint.prev.pt's
             _save_checkpoint(ckpt_path, model, opt, sched, epoch, history, best_val, best_epoch, config,
                              refilled_file, elapsed0 + time.perf_counter() - t0, scaler, dctx.world_size)
-            remove_stale_refills(out, refilled_file)
+            remove_stale_refills(out, {refilled_file, kept_refill})
         if on_epoch_end is not None:
             on_epoch_end(epoch, history[-1])
         if reason is not None:
@@ -415,11 +434,106 @@ def _holdout_entries(config: TrainConfig, subs: SubtomoSet) -> list[dict[str, An
     return out
 
 
-def _load_resume_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any]:
-    """The checkpoint ``--resume`` continues from; an input error when absent or made with other options."""
+class CorruptCheckpoint(Exception):
+    """A checkpoint file that is truncated, fails its checksum or cannot be unpickled."""
+
+
+def write_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` with its checksum line (atomically); the current file becomes ``checkpoint.prev.pt``."""
+    buf = _io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    header = _MAGIC + f"sha256={hashlib.sha256(payload).hexdigest()} epoch={int(state.get('epoch', -1))}\n".encode()
+    path = Path(path)
+    if path.is_file():  # keep it as the previous checkpoint (a hard link, then a rename: never absent)
+        prev = path.with_name(CHECKPOINT_PREV)
+        link = path.with_name(f".{CHECKPOINT_PREV}.{os.getpid()}.part")
+        link.unlink(missing_ok=True)
+        os.link(path, link)
+        os.replace(link, prev)
+    with io.atomic_path(path) as tmp:
+        tmp.write_bytes(header + payload)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's state, its checksum verified; :class:`CorruptCheckpoint` saying what is wrong.
+
+    Files without the checksum line (written before checksums) are loaded as they are.
+    """
+    data = Path(path).read_bytes()
+    payload = data
+    if data.startswith(_MAGIC):
+        line, _, payload = data.partition(b"\n")
+        fields = dict(f.split("=", 1) for f in line[len(_MAGIC):].decode().split() if "=" in f)
+        if hashlib.sha256(payload).hexdigest() != fields.get("sha256"):
+            raise CorruptCheckpoint(f"{path} fails its SHA-256 checksum (damaged or truncated)")
+    try:
+        return torch.load(_io.BytesIO(payload), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 — any unpickling failure means a damaged file
+        raise CorruptCheckpoint(f"{path} cannot be read ({type(exc).__name__})") from None
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch (0-based) in a checkpoint's checksum line, without loading it; None when unknown."""
+    try:
+        with open(path, "rb") as fh:
+            line = fh.readline(200)
+    except OSError:
+        return None
+    if not line.startswith(_MAGIC):
+        return None
+    for f in line[len(_MAGIC):].decode(errors="replace").split():
+        if f.startswith("epoch="):
+            return int(f[6:])
+    return None
+
+
+def describe_kept(out: str | Path) -> str | None:
+    """What a stopped run leaves in model directory ``out`` (for the stop line), None when nothing."""
+    d = Path(out)
+    parts = []
+    e = checkpoint_epoch(d / CHECKPOINT)
+    if e is not None:
+        parts.append(f"{d / CHECKPOINT} (after epoch {e + 1}; continue with --resume)")
+    if all((d / f).is_file() for f in modeldir.FILES):
+        parts.append(f"the model directory {d} (best epoch so far)")
+    return " and ".join(parts) or None
+
+
+def _checkpoint_refill(path: Path) -> str | None:
+    """The refilled-box file the checkpoint at ``path`` names (read from the file; None if none/unreadable)."""
     if not path.is_file():
+        return None
+    try:
+        return read_checkpoint(path).get("refilled")
+    except (CorruptCheckpoint, OSError):
+        return None
+
+
+def _load_resume_checkpoint(path: Path, config: TrainConfig, verbose: bool = True) -> dict[str, Any]:
+    """The checkpoint ``--resume`` continues from; an input error when absent or made with other options.
+
+    ``checkpoint.pt`` when it is sound, else ``checkpoint.prev.pt`` with a line naming what was wrong.
+    """
+    prev = path.with_name(CHECKPOINT_PREV)
+    if not path.is_file() and not prev.is_file():
         raise InputError(f"--resume: no checkpoint in {path.parent}; train without --resume first")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    problems = []
+    ckpt = None
+    for cand in (path, prev):
+        if not cand.is_file():
+            problems.append(f"{cand} is missing")
+            continue
+        try:
+            ckpt = read_checkpoint(cand)
+            break
+        except CorruptCheckpoint as exc:
+            problems.append(str(exc))
+    if ckpt is None:
+        raise InputError(f"--resume: no usable checkpoint ({'; '.join(problems)}); train without --resume")
+    if problems and verbose:
+        print(f"warning: {problems[0]}; resuming from {prev.name} (after epoch {ckpt['epoch'] + 1})",
+              file=sys.stderr, flush=True)
     old, new = ckpt["config"], config.to_dict()
     diff = [k for k in _RESUME_KEYS if json.dumps(old.get(k)) != json.dumps(new.get(k))]
     if diff:
@@ -486,6 +600,7 @@ def _save_checkpoint(path: Path, model, opt, sched, epoch, history, best_val, be
         "world_size": world_size,
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": np.random.get_state(),
+        "python_rng": random.getstate(),
         "seconds": seconds,
     }
-    distributed.atomic_save(state, path)
+    write_checkpoint(state, path)

@@ -4,17 +4,25 @@ Each command module defines ``NAME`` (the subcommand), ``HELP`` (one line), ``ad
 and ``run(args) -> int``. Modules are discovered, so adding a command is adding one file.
 Bad input raises :class:`cryorestore.errors.InputError`; it is reported as one line on stderr
 and the process exits with status 2 (argparse's own usage errors exit 2 as well).
+
+A command module may also define ``OUTPUT_ARGS``: the names of its arguments that are output paths
+(folders or files). The dispatcher holds the lock of each (:func:`cryorestore.outputs.lock`: a second
+run into one of them exits 2 naming the holder) and cleans up what killed runs left there. For every
+command: SIGTERM/SIGINT stop it with one line saying what was kept and exit 143/130; a disk error on
+an output (no space, quota, read-only, permission) is one line and exit 2 (see :mod:`cryorestore.outputs`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import signal
 import sys
 from types import ModuleType
 
-from cryorestore import __version__
+from cryorestore import __version__, outputs
 from cryorestore.errors import InputError
 
 
@@ -44,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _outputs=tuple(getattr(mod, "OUTPUT_ARGS", ())))
     return parser
 
 
@@ -54,11 +62,29 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
+    paths = [str(p) for name in args._outputs if (p := getattr(args, name, None))]
+    if os.environ.get("RANK", "0") != "0":
+        paths = []  # a torchrun rank > 0: rank 0 holds the locks and writes
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    outputs.reset()
+    outputs.install_signal_handlers()
     try:
-        return int(args._run(args) or 0)
+        with outputs.lock(paths, " ".join(["cryorestore", *(sys.argv[1:] if argv is None else argv)])):
+            return int(args._run(args) or 0)
     except InputError as exc:
         print(f"cryorestore {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"cryorestore {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = f"by {exc.args[0]}" if isinstance(exc, outputs.Stopped) else "by an interrupt"
+        print(f"cryorestore {args.command}: stopped {how}; {outputs.kept_line()}", file=sys.stderr, flush=True)
+        return outputs.stop_exit_code(exc)
+    except OSError as exc:
+        line = outputs.os_error_line(exc)
+        if line is None:
+            raise
+        print(f"cryorestore {args.command}: error: {line}", file=sys.stderr)
+        return 2
+    finally:
+        for sig, h in handlers.items():
+            if h is not None:
+                signal.signal(sig, h)

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cryorestore import io, volume_io
+from cryorestore import io, outputs, volume_io
 from cryorestore.cli.cmd_train import add_train_arguments, run_training
 from cryorestore.cli.common import add_inference_options, positive, resolve_device
 from cryorestore.errors import InputError
 
 NAME = "denoise"
+OUTPUT_ARGS = ("out_dir",)  # locked; see cryorestore.outputs
 HELP = "train a model on the half tomograms, restore them, and report before/after figures"
 
 ROWS = (
@@ -160,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     except TileOutOfMemoryError as exc:  # the model is trained and kept: 'predict' with a smaller --tile
         print(f"cryorestore denoise: error: {exc}; the model is in {out_dir / 'model'}", file=sys.stderr)
         return EXIT_TILE_OOM
-    restored_path = volume_io.write_volume(out_dir / f"restored.{args.output_format}", restored, even.voxel_size)
+    stage = outputs.Staged(out_dir)  # the restored map, its provenance, the scores and metrics.json appear together (model/ kept)
+    restored_path = volume_io.write_volume(stage.path / f"restored.{args.output_format}", restored, even.voxel_size)
     from cryorestore import provenance
 
     provenance.write(restored_path, out_dir / "model", {"even": args.even[0], "odd": args.odd[0] if args.odd else None},
@@ -191,8 +193,10 @@ def run(args: argparse.Namespace) -> int:
     tf_text = "no half maps: no truth-free score (it needs --odd)"
     if halves is not None:
         tf_text = truthfree_block(args, loaded, even, odd, restored, halves, clean, truth_data, tuple(cfg.tilt_range),
-                                  out_dir, metrics, report)
-    io.write_text(out_dir / "metrics.json", json.dumps(report, indent=2) + "\n")
+                                  out_dir, metrics, report, write_dir=stage.path)
+    io.write_text(stage.path / "metrics.json", json.dumps(report, indent=2) + "\n")
+    stage.commit()
+    restored_path = out_dir / restored_path.name
     print(format_table(metrics))
     print(tf_text)
     print(f"wrote {restored_path} and {out_dir / 'metrics.json'}")
@@ -201,9 +205,11 @@ def run(args: argparse.Namespace) -> int:
 
 def truthfree_block(args: argparse.Namespace, loaded, even: io.Volume, odd: io.Volume, restored: np.ndarray,
                     halves: list[np.ndarray], clean: io.Volume | None, truth: np.ndarray | None,
-                    tilt_range: tuple[float, float], out_dir: Path, metrics: dict, report: dict) -> str:
-    """The truth-free score of the run on its held-out slab (written beside the map, added to ``metrics``
-    and ``report``) and the uncertainty map with its figure; returns the printed table."""
+                    tilt_range: tuple[float, float], out_dir: Path, metrics: dict, report: dict,
+                    write_dir: Path | None = None) -> str:
+    """The truth-free score of the run on its held-out slab (written into ``write_dir``, default ``out_dir``:
+    the staging folder that becomes ``out_dir``; added to ``metrics`` and ``report``) and the uncertainty map
+    with its figure; returns the printed table."""
     from cryorestore import plots
     from cryorestore.evaluate import truthfree as tf
 
@@ -215,11 +221,12 @@ def truthfree_block(args: argparse.Namespace, loaded, even: io.Volume, odd: io.V
     result, params = tf.run_score(even.data, odd.data, region, model_halves_region=row,
                                   clean=None if clean is None else clean.data, truth=truth, tilt_range=tilt_range,
                                   seed=args.seed)
-    tf.write_score(result, params, out_dir, {"inputs": {"even": args.even[0], "odd": args.odd[0],
+    write_dir = out_dir if write_dir is None else write_dir
+    tf.write_score(result, params, write_dir, {"inputs": {"even": args.even[0], "odd": args.odd[0],
                                                          "clean": args.clean, "truth": args.truth}})
     unc = tf.uncertainty_map(ge, go)
-    io.write_mrc(out_dir / "restored_uncertainty.mrc", unc, even.voxel_size)
-    plots.orthoslices({"restored": restored, "uncertainty (local s.d.)": unc}, out_dir / "restored_uncertainty.png")
+    io.write_mrc(write_dir / "restored_uncertainty.mrc", unc, even.voxel_size)
+    plots.orthoslices({"restored": restored, "uncertainty (local s.d.)": unc}, write_dir / "restored_uncertainty.png")
     metrics |= result.flat_metrics()
     report["truthfree"] = result.to_dict() | {"parameters": params}
     return tf.format_table(result)

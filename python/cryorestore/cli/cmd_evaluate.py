@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryorestore import io, plots, report, volume_io
+from cryorestore import io, outputs, plots, report, volume_io
 from cryorestore.cli.common import (add_device_option, add_seed_option, add_volume_options, positive, resolve_device,
                                     seed_everything, tilt_range)
 from cryorestore.errors import InputError
@@ -38,6 +38,7 @@ from cryorestore.evaluate import quality, segmentation, snr, species
 BASELINES = ("gaussian", "wiener")
 
 NAME = "evaluate"
+OUTPUT_ARGS = ("out",)  # locked; metrics.json, curves.json and figures/ appear together
 HELP = ("compare raw, classical baselines and a restored map (PSNR, SSIM, FSC vs truth, wedge correlation, SNR, "
         "per-species STA and matching, membranes) into metrics.json")
 
@@ -165,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     rng = seed_everything(args.seed)
     vs = raw.voxel_size
-    out = Path(args.out)
+    stage = outputs.StagedFiles(Path(args.out).parent)  # metrics.json, curves.json, figures/ appear together
+    out = stage.path / Path(args.out).name
     fig_dir = out.parent / "figures"
     extra = {k: v for k, v in maps.items() if k not in ("raw", "restored")}
 
@@ -232,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'figure':<28}" + "".join(f"{c:>12}" for c in cols))
     for stem, vals in rows:
         print(f"{stem:<28}" + "".join(f"{v:>12.4f}" if v is not None else f"{'–':>12}" for v in vals))
+    stage.commit()
     if tf_text:
         print(tf_text)
-    print(f"wrote {out} and {fig_dir}/")
+    print(f"wrote {stage.final(out)} and {stage.final(fig_dir)}/")
     return 0

@@ -8,6 +8,7 @@ import sys
 from cryorestore.cli.common import positive
 
 NAME = "portal"
+OUTPUT_ARGS = ("out",)  # `portal sheet --out`: locked (the sheet itself is written atomically)
 HELP = "CryoET Data Portal: write a pipeline samplesheet for a dataset's runs (official cryoet-data-portal client)"
 DESCRIPTION = (
     "Ask the CryoET Data Portal (through the official cryoet-data-portal client) for the runs of a dataset and "

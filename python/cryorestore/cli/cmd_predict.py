@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from cryorestore import outputs
 from cryorestore.cli.common import add_device_option, add_inference_options, add_volume_options, positive, resolve_device
 
 NAME = "predict"
+OUTPUT_ARGS = ("out",)  # locked; the map and its provenance appear together (cryorestore.outputs)
 HELP = "restore tomograms with a trained model directory (tiled, blended inference)"
 
 
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     source = provenance.parse_source(args.source)
     device = resolve_device(args.device)
     try:
-        out = predict_files(args.model_dir, args.even, args.odd, args.out, device=device, tile=args.tile,
+        stage = outputs.StagedFiles(Path(args.out).parent)  # the map and its provenance appear together
+        out = predict_files(args.model_dir, args.even, args.odd, stage.path / Path(args.out).name, device=device, tile=args.tile,
                             overlap=args.overlap, batch_size=args.batch_size, progress=not args.no_progress,
                             tta=args.tta, combine=args.combine, zarr_level=args.zarr_level,
                             bin=args.bin, uncertainty=args.uncertainty)
@@ -58,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_TILE_OOM
     prov = provenance.write(out, args.model_dir, {"even": args.even, "odd": args.odd}, source,
                             reading={"zarr_level": args.zarr_level, "bin": args.bin})
-    print(f"wrote {out} and {prov}")
+    stage.commit()
+    print(f"wrote {stage.final(out)} and {stage.final(prov)}")
     return 0

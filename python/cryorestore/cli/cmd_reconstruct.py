@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cryorestore import ctf, io, reconstruct
+from cryorestore import ctf, io, outputs, reconstruct
 from cryorestore.cli.common import add_device_option, positive, resolve_device
 
 NAME = "reconstruct"
+OUTPUT_ARGS = ("out_dir",)  # locked; written all at once (cryorestore.outputs)
 HELP = "weighted back-projection of a tilt series into full.mrc, even.mrc and odd.mrc (T2T or F2F half sets)"
 DESCRIPTION = (
     "Reconstruct a tilt series (MRC stack of images (n, Y, X), tilt axis along Y, angles in degrees from an IMOD "
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     tomos = reconstruct.reconstruct_halves(stack.data, angles, split=args.split, thickness=args.thickness,
                                            device=device, progress=sys.stderr.isatty(), ctfs=ctfs,
                                            pixel_size=stack.voxel_size, optics=optics, strip=args.strip)
+    with outputs.folder(args.out_dir) as stage:  # the three maps appear together, or none
+        for name in ("full", "even", "odd"):
+            io.write_mrc(stage / f"{name}.mrc", tomos[name], stack.voxel_size)
     for name in ("full", "even", "odd"):
-        path = io.write_mrc(f"{args.out_dir}/{name}.mrc", tomos[name], stack.voxel_size)
-        print(f"{name:<5s} {path}  shape {tomos[name].shape}")
+        print(f"{name:<5s} {args.out_dir}/{name}.mrc  shape {tomos[name].shape}")
     return 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cryorestore import simulate
+from cryorestore import outputs, simulate
 from cryorestore.cli.cmd_reconstruct import add_optics_arguments, optics_from
 from cryorestore.cli.common import add_device_option, add_seed_option, positive, resolve_device, seed_everything, tilt_range
 
 NAME = "simulate"
+OUTPUT_ARGS = ("out_dir",)  # locked; written all at once (cryorestore.outputs)
 HELP = "simulate a tomogram with known truth: ground truth, tilt series, CTF, full/even/odd tomograms, particles"
 DESCRIPTION = (
     "Simulate the benchmark. --preset realistic (default): 80S ribosomes and 40S subunits from the atomic model "
@@ -60,11 +61,12 @@ def run(args: argparse.Namespace) -> int:
     optics_from(args)  # bad optics fail before any work
     device = resolve_device(args.device)
     seed_everything(args.seed)
-    paths = simulate.simulate_dataset(
-        args.out_dir, shape=args.shape, voxel_size=args.voxel_size, tilt_range=(lo, hi), tilt_step=args.tilt_step,
-        dose=args.dose, split=args.split, seed=args.seed, frames=args.frames, noise=args.noise, device=device,
-        progress=sys.stderr.isatty(), preset=args.preset, astigmatism=args.astigmatism, optics=optics_from(args),
-    )
+    with outputs.folder(args.out_dir) as stage:  # every file appears at once, or none
+        paths = simulate.simulate_dataset(
+            stage, shape=args.shape, voxel_size=args.voxel_size, tilt_range=(lo, hi), tilt_step=args.tilt_step,
+            dose=args.dose, split=args.split, seed=args.seed, frames=args.frames, noise=args.noise, device=device,
+            progress=sys.stderr.isatty(), preset=args.preset, astigmatism=args.astigmatism, optics=optics_from(args),
+        )
     for name, path in paths.items():
-        print(f"{name:<22s}{path}")
+        print(f"{name:<22s}{outputs.relocate(path, stage, args.out_dir)}")
     return 0

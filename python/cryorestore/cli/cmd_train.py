@@ -19,6 +19,7 @@ _PRESET_OPTIONS = ("epochs", "max_steps", "patience", "batch_size", "subtomo_siz
                    "refill_every")
 
 NAME = "train"
+OUTPUT_ARGS = ("out",)  # the model directory is locked for the whole run (cryorestore.outputs)
 HELP = "train a restoration network on even/odd half tomograms; writes a model directory"
 
 
@@ -144,9 +145,11 @@ def resolve_preset(args: argparse.Namespace) -> dict:
 
 def run_training(args: argparse.Namespace, out: str):
     from cryorestore.cli.common import resolve_device, seed_everything
-    from cryorestore.train import train
+    from cryorestore import outputs
+    from cryorestore.train import describe_kept, train
 
     cfg = config_from_args(args, out)
+    outputs.on_stop(lambda: describe_kept(out))  # a stop keeps the last checkpoint and the best model so far
     seed_everything(cfg.seed)
     if cfg.preset == "standard" and resolve_device(cfg.device).type == "cpu":
         print(f"note: preset standard ({cfg.max_steps} steps of a paper-sized network) is meant for a GPU; "
@@ -178,6 +181,11 @@ def run(args: argparse.Namespace) -> int:
         from cryorestore.cli.common import resolve_device
 
         config_from_args(args, args.out).validate()  # bad options: one line here, not one per rank
-        return distributed.launch(args.devices, resolve_device(args.device), _rank_main, args)
+        from cryorestore import outputs
+        from cryorestore.train import describe_kept
+
+        outputs.on_stop(lambda: describe_kept(args.out))
+        return distributed.launch(args.devices, resolve_device(args.device), _rank_main, args,
+                                  kept=outputs.kept_line)
     run_training(args, args.out)
     return 0
