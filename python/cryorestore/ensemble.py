@@ -141,24 +141,38 @@ def combination_weights(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray,
     ``tilt_range`` (degrees about y) restricts the shell sums to the measured coefficients; ``ridge``
     (relative to the Gram matrix's trace) keeps a shell without power solvable.
     """
-    shape = np.shape(even)
-    for name, v in (("f(odd)", f_odd), ("f(even)", f_even), ("odd", odd)):
-        if np.shape(v) != shape:
-            raise InputError(f"{name} {np.shape(v)} differs in shape from the even half {shape}")
-    if len(shape) != 3:
-        raise InputError(f"expected (z, y, x) volumes, got shape {shape}")
+    shape = _check_four(f_even, f_odd, even, odd)
     n = fourier.n_shells(shape)
     idx = fourier.shell_index(shape)
     measured = None if tilt_range is None else fourier.missing_wedge_mask(shape, *tilt_range).double()
     fa, fb, fe, fo = (_spectrum(v) for v in (f_even, f_odd, even, odd))
+    return _solve_weights(_combination_sums(fa, fb, fe, fo, idx, n, shape[2], measured), ridge)
+
+
+def _check_four(f_even, f_odd, even, odd) -> tuple[int, ...]:
+    shape = tuple(np.shape(even))
+    for name, v in (("f(odd)", f_odd), ("f(even)", f_even), ("odd", odd)):
+        if tuple(np.shape(v)) != shape:
+            raise InputError(f"{name} {tuple(np.shape(v))} differs in shape from the even half {shape}")
+    if len(shape) != 3:
+        raise InputError(f"expected (z, y, x) volumes, got shape {shape}")
+    return shape
+
+
+def _combination_sums(fa: torch.Tensor, fb: torch.Tensor, fe: torch.Tensor, fo: torch.Tensor, idx: torch.Tensor,
+                      n: int, nx: int, measured: torch.Tensor | None) -> np.ndarray:
+    """(5, n) shell sums ⟨M,M⟩, ⟨M,R⟩, ⟨R,R⟩, ⟨M,S⟩, ⟨R,S⟩ of the module doc from the four spectra."""
     fm, fr = 0.5 * (fa + fb), 0.5 * (fe + fo)
 
     def dot(p: torch.Tensor, q: torch.Tensor) -> np.ndarray:
-        return fourier.fsc_shell_sums(p, q, idx, n, nx=shape[2], coefficient_weights=measured)[0, 0].numpy()
+        return fourier.fsc_shell_sums(p, q, idx, n, nx=nx, coefficient_weights=measured)[0, 0].numpy()
 
-    mm, mr, rr = dot(fm, fm), dot(fm, fr), dot(fr, fr)
-    ms = 0.5 * (dot(fa, fo) + dot(fb, fe))
-    rs = dot(fe, fo)
+    return np.stack([dot(fm, fm), dot(fm, fr), dot(fr, fr), 0.5 * (dot(fa, fo) + dot(fb, fe)), dot(fe, fo)])
+
+
+def _solve_weights(sums: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    mm, mr, rr, ms, rs = sums
+    n = sums.shape[1]
     alpha, beta = np.ones(n), np.zeros(n)
     for k in range(1, n):
         g = np.array([[mm[k], mr[k]], [mr[k], rr[k]]])
@@ -167,10 +181,46 @@ def combination_weights(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray,
     return alpha, beta
 
 
+def crop_combination_weights(f_even, f_odd, even, odd, tilt_range: tuple[float, float] | None = None,
+                             ridge: float = 1e-9, edge: int | None = None
+                             ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """:func:`combination_weights` with the shell sums added over the crops of
+    :func:`cryorestore.blockwise.crop_slices` (edge ``edge``, default ``blockwise.FSC_CROP``), for maps
+    too large for whole-volume FFTs; also returns the crop shape whose shells the weights have. With
+    the whole map as the one crop the weights are :func:`combination_weights`'s."""
+    from cryorestore import blockwise
+
+    shape = _check_four(f_even, f_odd, even, odd)
+    crops = blockwise.crop_slices(shape, blockwise.FSC_CROP if edge is None else edge)
+    cshape = tuple(s.stop - s.start for s in crops[0])
+    n, idx = fourier.n_shells(cshape), fourier.shell_index(cshape)
+    measured = None if tilt_range is None else fourier.missing_wedge_mask(cshape, *tilt_range).double()
+    views = [blockwise.page_releasing(v) for v in (f_even, f_odd, even, odd)]
+    sums = np.zeros((5, n))
+    for crop in crops:
+        sums += _combination_sums(*(blockwise.crop_spectra(v, crop) for v in views), idx, n, cshape[2], measured)
+    alpha, beta = _solve_weights(sums, ridge)
+    return alpha, beta, cshape
+
+
 def calibrated_combination(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray, odd: np.ndarray,
                            tilt_range: tuple[float, float] | None = None) -> Combination:
-    """``α_k M + β_k R`` per shell (module doc) from the network outputs and the half maps."""
-    shape = np.shape(even)
+    """``α_k M + β_k R`` per shell (module doc) from the network outputs and the half maps.
+
+    Maps larger than :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels: the weights come from the
+    stated crops (:func:`crop_combination_weights`, shells of the crop) and the per-shell filter is
+    applied by overlap-save in blocks (:func:`cryorestore.blockwise.fourier_filter_blockwise`, float64
+    blocks, float32 output); ``shell_frequency`` then lists the crop's shells."""
+    from cryorestore import blockwise
+
+    shape = tuple(np.shape(even))
+    if blockwise.is_large(shape):
+        alpha, beta, cshape = crop_combination_weights(f_even, f_odd, even, odd, tilt_range)
+        freqs = fourier.shell_frequencies(cshape)
+        out = np.empty(shape, dtype=np.float32)
+        blockwise.fourier_filter_blockwise([blockwise.MeanOf(f_even, f_odd), blockwise.MeanOf(even, odd)], freqs,
+                                           [alpha, beta], out)
+        return Combination(out, freqs.tolist(), alpha.tolist(), beta.tolist())
     alpha, beta = combination_weights(f_even, f_odd, even, odd, tilt_range)
     idx = fourier.shell_index(shape).clamp(max=len(alpha) - 1)
     a, b = torch.from_numpy(alpha)[idx], torch.from_numpy(beta)[idx]
@@ -189,18 +239,36 @@ def mean_of(outputs: Sequence[np.ndarray]) -> np.ndarray:
 LOWPASS_FSC = 0.5
 
 
-def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray, threshold: float = LOWPASS_FSC) -> np.ndarray:
+def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray, threshold: float = LOWPASS_FSC,
+                     inplace: bool = False) -> np.ndarray:
     """``volume`` low-passed (float32) by the Gaussian whose transfer ``exp(−2π²σ²f²)`` is 1/2 at the
     frequency where the half maps' FSC first drops below ``threshold`` (no truth involved).
 
     A denoiser trained on half maps estimates the signal *as they record it* (CTF, reconstruction filter
     and all), and keeps more of the frequencies the halves only partly agree on than a map scored
     against the specimen's density can afford. ``threshold`` 0.5 (not the baseline's 0.143) was chosen
-    on one simulated seed (``benchmarks/RESULTS.md``): at 0.143 the low-pass was too weak to matter."""
-    from cryorestore import baseline
+    on one simulated seed (``benchmarks/RESULTS.md``): at 0.143 the low-pass was too weak to matter.
 
-    f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), np.shape(even), thresholds=(threshold,))[threshold]
-    return baseline.gaussian_lowpass(volume, baseline.sigma_for_frequency(f0.frequency)).astype(np.float32)
+    Maps larger than :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels: the half-map FSC is
+    estimated over the crops of :func:`cryorestore.blockwise.crop_slices` (up to 8 boxes of at most
+    256³ voxels) and the Gaussian is applied in float32 by chunks (:func:`cryorestore.blockwise.
+    gaussian_inplace`), into ``volume`` itself when ``inplace`` (a writable float32 array), so no
+    whole-volume FFT or float64 copy is made. Smaller maps: whole-volume float64, as before."""
+    from cryorestore import baseline, blockwise
+
+    shape = tuple(np.shape(even))
+    if not blockwise.is_large(shape):
+        f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), shape, thresholds=(threshold,))[threshold]
+        out = baseline.gaussian_lowpass(volume, baseline.sigma_for_frequency(f0.frequency)).astype(np.float32)
+        if inplace:
+            volume[...] = out
+            return volume
+        return out
+    curve, cshape = blockwise.crop_fsc(even, odd)
+    f0 = fourier.resolutions(curve, cshape, thresholds=(threshold,))[threshold]
+    own = inplace and isinstance(volume, np.ndarray) and volume.dtype == np.float32 and volume.flags.writeable
+    out = volume if own else np.array(volume, dtype=np.float32)
+    return blockwise.gaussian_inplace(out, baseline.sigma_for_frequency(f0.frequency))
 
 
 def check_combine(mode: str) -> None:
@@ -218,4 +286,4 @@ def combine_outputs(outputs: Sequence[np.ndarray], even: np.ndarray, odd: np.nda
         return mean_of(outputs)
     if mode == "calibrated":
         return calibrated_combination(outputs[0], outputs[1], even, odd, tilt_range).volume
-    return half_fsc_lowpass(mean_of(outputs), even, odd)
+    return half_fsc_lowpass(mean_of(outputs), even, odd, inplace=True)

@@ -13,7 +13,11 @@ the one accumulator.
 Memory: the device holds the network and one batch of tiles (halved on out-of-memory; when one
 tile does not fit, :class:`~cryorestore.tiling.TileOutOfMemoryError`, which ``cryorestore predict``
 reports with exit code :data:`EXIT_TILE_OOM`); the host holds the output (float32) besides the
-memory-mapped input. Sizes are in voxels; volumes are (z, y, x) float32.
+memory-mapped input, whose pages are released as the tiles pass on maps larger than
+:data:`cryorestore.blockwise.BLOCKWISE_VOXELS`. The default combination (``mean+lowpass``) low-passes
+that output in place, in float32 chunks, with the half-map FSC estimated over stated crops
+(:func:`cryorestore.ensemble.half_fsc_lowpass`), so it adds no whole-volume copy. Sizes are in
+voxels; volumes are (z, y, x) float32.
 """
 
 from __future__ import annotations
@@ -86,7 +90,11 @@ def predict_mean(loaded: LoadedModel, volumes: Sequence[np.ndarray], tile: int |
 
     turns = method_class(loaded.config["method"]).tta_quarter_turns
     fn = with_tta(network_fn(model, dev, amp), tta, turns)
+    from cryorestore import blockwise
+
     for i, v in enumerate(volumes):
+        if blockwise.is_large(shape):  # a memory-mapped input's pages leave the process as the tiles pass
+            v = blockwise.page_releasing(v)
         desc = "tiles" if len(volumes) == 1 else f"tiles {i + 1}/{len(volumes)}"
         batch_size = accumulate_tiles(grid, v, fn, acc, batch_size=batch_size, device=dev, prepare=norm.apply,
                                       progress=progress, desc=desc)
@@ -118,7 +126,7 @@ def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None
         return ensemble.combine_outputs(outs, even, odd, combine, tuple(loaded.config["tilt_range"]))
     mean = predict_mean(loaded, inputs, **kwargs)  # one streaming accumulator for every input
     if combine == "mean+lowpass" and odd is not None and len(inputs) == 2:
-        return ensemble.half_fsc_lowpass(mean, even, odd)
+        return ensemble.half_fsc_lowpass(mean, even, odd, inplace=True)  # large maps: crop FSC, float32 chunks
     return mean
 
 
