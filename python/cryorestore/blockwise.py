@@ -408,6 +408,29 @@ def fourier_filter_blockwise(sources: Sequence[ArrayLike], frequencies: np.ndarr
     return out
 
 
+def open_map(path, *, check_finite: bool = True):
+    """An MRC map as a :class:`cryorestore.io.Volume`: read into memory as float32 (:func:`cryorestore.io.
+    read_mrc`, today's exact path) unless it is large (:func:`is_large`); then memory-mapped
+    (``mrcfile.mmap``, the file's dtype, valid after the call), with the NaN/Inf check made slab by slab
+    while the map's pages are released, so opening a map costs no resident copy of it."""
+    from cryorestore import io
+    from cryorestore.errors import InputError
+
+    shape, _ = io.read_mrc_header(path)
+    if not is_large(shape):
+        return io.read_mrc(path, check_finite=check_finite)
+    with io.open_mrc_mmap(path, check_finite=False) as vol:
+        pass  # mrcfile only drops its reference on close: the memory map stays valid
+    if check_finite:
+        bad = 0
+        for z0, z1 in z_slabs(vol.shape):
+            bad += int((~np.isfinite(vol.data[z0:z1])).sum())
+            release_pages(vol.data)
+        if bad:
+            raise InputError(f"{path} contains {bad} NaN or infinite voxels; fix or mask them first")
+    return vol
+
+
 def write_mrc_slabs(path, source: ArrayLike, voxel_size: float) -> None:
     """Write ``source`` (z, y, x) as a float32 MRC file slab by slab (atomically, through
     :func:`cryorestore.io.atomic_path`), with the header statistics accumulated on the way; memory: one slab."""

@@ -129,13 +129,18 @@ class TrainResult:
 
 
 def load_volumes(config: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray] | None, float]:
-    """Read the even (and odd) maps, check grids, return arrays and the voxel size (Å)."""
+    """Read the even (and odd) maps, check grids, return arrays and the voxel size (Å).
+
+    Maps above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels stay memory-mapped
+    (:func:`cryorestore.blockwise.open_map`): the sampler reads boxes from them."""
+    from cryorestore.blockwise import open_map
+
     evens, odds = [], None if config.odd is None else []
     voxel = None
     for i, e in enumerate(config.even):
-        ve = io.read_mrc(e)
+        ve = open_map(e)
         if odds is not None:
-            vo = io.read_mrc(config.odd[i])
+            vo = open_map(config.odd[i])
             io.check_same_grid(ve, vo, e, config.odd[i])
             odds.append(vo.data)
         if voxel is None:
