@@ -74,8 +74,9 @@ def is_large(shape: Sequence[int]) -> bool:
     return int(np.prod([int(s) for s in shape], dtype=np.int64)) > BLOCKWISE_VOXELS
 
 
-def slab_planes(shape: Sequence[int], voxels: int = SLAB_VOXELS) -> int:
-    """z-planes per slab so that a slab holds about ``voxels`` voxels (at least one plane)."""
+def slab_planes(shape: Sequence[int], voxels: int | None = None) -> int:
+    """z-planes per slab so that a slab holds about ``voxels`` (default :data:`SLAB_VOXELS`) voxels (at least one)."""
+    voxels = SLAB_VOXELS if voxels is None else voxels
     return max(1, int(voxels) // max(1, int(shape[1]) * int(shape[2])))
 
 
@@ -210,12 +211,14 @@ class GaussianOf:
         return _squeeze_ints(key, region[inner])
 
 
-def gaussian_inplace(volume: np.ndarray, sigma: float, block_voxels: int = SLAB_VOXELS,
+def gaussian_inplace(volume: np.ndarray, sigma: float, block_voxels: int | None = None,
                      truncate: float = TRUNCATE) -> np.ndarray:
     """Gaussian low-pass (``mode="reflect"``, width ``sigma`` voxels) of a writable float32 (z, y, x)
     array or memory map, in place, by chunks: whole z-columns of y-blocks along z, then z-slabs along y
     and x (the filter is separable, so this is ``scipy.ndimage.gaussian_filter``'s own order).
-    Memory beyond ``volume``: about ``block_voxels`` float32 voxels. Returns ``volume``."""
+    Memory beyond ``volume``: about ``block_voxels`` (default :data:`SLAB_VOXELS`) float32 voxels.
+    Returns ``volume``."""
+    block_voxels = SLAB_VOXELS if block_voxels is None else int(block_voxels)
     if volume.dtype != np.float32 or volume.ndim != 3:
         raise ValueError(f"gaussian_inplace needs a float32 (z, y, x) array, got {volume.dtype} {volume.shape}")
     if sigma <= 0:
@@ -295,9 +298,11 @@ def moments(maps: Sequence[ArrayLike], planes: int | None = None) -> Moments:
 # --------------------------------------------------------------------------------------------
 # FSC over stated crops
 # --------------------------------------------------------------------------------------------
-def crop_slices(shape: Sequence[int], edge: int = FSC_CROP) -> list[tuple[slice, slice, slice]]:
+def crop_slices(shape: Sequence[int], edge: int | None = None) -> list[tuple[slice, slice, slice]]:
     """The crops of a (z, y, x) map over which its FSC is estimated (module doc): per axis one centred
-    box of ``min(edge, n)`` voxels, or two centred at n/4 and 3n/4 when ``n ≥ 2·edge``; all combinations."""
+    box of ``min(edge, n)`` voxels, or two centred at n/4 and 3n/4 when ``n ≥ 2·edge``; all combinations.
+    ``edge`` defaults to :data:`FSC_CROP`."""
+    edge = FSC_CROP if edge is None else int(edge)
     per_axis = []
     for n in (int(s) for s in shape):
         e = min(int(edge), n)
@@ -314,7 +319,7 @@ def crop_spectra(volume: ArrayLike, crop: tuple[slice, ...]) -> torch.Tensor:
     return torch.fft.rfftn(torch.from_numpy(read(volume, crop).astype(np.float64)))
 
 
-def crop_shell_sums(pairs: Sequence[tuple[ArrayLike, ArrayLike]], edge: int = FSC_CROP,
+def crop_shell_sums(pairs: Sequence[tuple[ArrayLike, ArrayLike]], edge: int | None = None,
                     fourier_mask: Callable[[tuple[int, int, int]], torch.Tensor] | None = None
                     ) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Shell sums (P, 3, n_shells) float64 (``Re Σ A·conj(B)``, ``Σ|A|²``, ``Σ|B|²``) of P map pairs over
@@ -342,7 +347,7 @@ def crop_shell_sums(pairs: Sequence[tuple[ArrayLike, ArrayLike]], edge: int = FS
     return total, cshape
 
 
-def crop_fsc(a: ArrayLike, b: ArrayLike, edge: int = FSC_CROP,
+def crop_fsc(a: ArrayLike, b: ArrayLike, edge: int | None = None,
              fourier_mask: Callable[[tuple[int, int, int]], torch.Tensor] | None = None
              ) -> tuple[np.ndarray, tuple[int, int, int]]:
     """FSC curve (float64) of two maps estimated over the crops of :func:`crop_slices`, and the crop
