@@ -413,6 +413,19 @@ def fourier_filter_blockwise(sources: Sequence[ArrayLike], frequencies: np.ndarr
     return out
 
 
+def central_slices(volume: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The central XY, XZ and YZ slices (float32) of a (z, y, x) map, read by z-slabs (a memory map's
+    pages released between them), as ``vol[z // 2], vol[:, y // 2, :], vol[:, :, x // 2]``."""
+    nz, ny, nx = (int(n) for n in volume.shape)
+    view = page_releasing(volume)
+    xz = np.empty((nz, nx), np.float32)
+    yz = np.empty((nz, ny), np.float32)
+    for z0, z1 in z_slabs(volume.shape):
+        slab = read(view, (slice(z0, z1),))
+        xz[z0:z1], yz[z0:z1] = slab[:, ny // 2, :], slab[:, :, nx // 2]
+    return read(view, (slice(nz // 2, nz // 2 + 1),))[0], xz, yz
+
+
 def open_map(path, *, check_finite: bool = True):
     """An MRC map as a :class:`cryorestore.io.Volume`: read into memory as float32 (:func:`cryorestore.io.
     read_mrc`, today's exact path) unless it is large (:func:`is_large`); then memory-mapped

@@ -12,7 +12,10 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from cryorestore import baseline, io
+from cryorestore.blockwise import open_map, write_mrc_slabs
 
 NAME = "baseline"
 HELP = "classical baselines of a raw map: Gaussian low-pass and FSC-weighted half-map Wiener filter"
@@ -26,25 +29,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True, metavar="DIR", help="writes gaussian.mrc, wiener.mrc, baseline.json")
 
 
+def _write(path: Path, volume, voxel_size: float) -> None:
+    """In-memory maps as before (:func:`io.write_mrc`); lazy views of large maps slab by slab."""
+    if isinstance(volume, np.ndarray):
+        io.write_mrc(path, volume, voxel_size)
+    else:
+        write_mrc_slabs(path, volume, voxel_size)
+
+
 def run(args: argparse.Namespace) -> int:
-    even = io.read_mrc(args.even)
-    odd = io.read_mrc(args.odd)
+    # maps above blockwise.BLOCKWISE_VOXELS stay memory-mapped and are filtered by slabs/blocks
+    even = open_map(args.even)
+    odd = open_map(args.odd)
     io.check_same_grid(even, odd, args.even, args.odd)
     full = truth = None
     if args.full:
-        f = io.read_mrc(args.full)
+        f = open_map(args.full)
         io.check_same_grid(even, f, args.even, args.full)
         full = f.data
     if args.truth:
-        t = io.read_mrc(args.truth)
+        t = open_map(args.truth)
         io.check_same_grid(even, t, args.even, args.truth)
         truth = t.data
-    gauss = baseline.gaussian_baseline(even.data, odd.data, full, truth)
-    wien = baseline.wiener_baseline(even.data, odd.data, full)
     out = Path(args.out_dir)
     vs = even.voxel_size
-    io.write_mrc(out / "gaussian.mrc", gauss.volume, vs)
-    io.write_mrc(out / "wiener.mrc", wien.volume, vs)
+    gauss = baseline.gaussian_baseline(even.data, odd.data, full, truth)
+    _write(out / "gaussian.mrc", gauss.volume, vs)  # a lazy view on large maps: written slab by slab
+    gauss.volume = None
+    wien = baseline.wiener_baseline(even.data, odd.data, full)
+    _write(out / "wiener.mrc", wien.volume, vs)
     doc = {"gaussian": gauss.params, "wiener": wien.params, "voxel_size": vs,
            "inputs": {"even": str(args.even), "odd": str(args.odd), "full": args.full, "truth": args.truth}}
     io.write_text(out / "baseline.json", json.dumps(doc, indent=2) + "\n")

@@ -77,45 +77,65 @@ def gaussian_baseline_map(raw: np.ndarray, even: np.ndarray, odd: np.ndarray | N
         return res.volume, dict(res.params)
     if truth is None:
         return None, {}
+    if large(raw):  # the large-map search (z-slab moments per sigma) on the one map
+        res = baseline.gaussian_baseline(raw, raw, full=raw, truth=truth)
+        return res.volume, {k: res.params[k] for k in ("sigma_voxels", "chosen_by")}
     sigma, _ = baseline.search_sigma(raw, truth)
     return baseline.gaussian_lowpass(raw, sigma).astype(np.float32), {
         "sigma_voxels": sigma, "chosen_by": "PSNR against the truth (affine grey-level fit)"}
 
 
+def large(volume) -> bool:
+    """True for maps above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels: they stay memory-mapped
+    and are scored by :mod:`cryorestore.evaluate.bounded` (slabs, blocks and stated crops)."""
+    from cryorestore import blockwise
+
+    return blockwise.is_large(np.shape(volume))
+
+
+def metrics_of(raw, restored, voxel_size: float, **kwargs) -> dict:
+    """:func:`cryorestore.evaluate.quality.map_metrics`, or its bounded-memory twin for large maps."""
+    from cryorestore.evaluate import bounded, quality
+
+    fn = bounded.map_metrics if large(raw) else quality.map_metrics
+    return fn(raw, restored, voxel_size, **kwargs)
+
+
 def baseline_metrics(raw: np.ndarray, gauss: np.ndarray, voxel_size: float, truth: np.ndarray | None,
                      tilt_range: tuple[float, float]) -> dict:
     """The Gaussian map's figures, keyed ``<figure>_gaussian`` like map_metrics' ``<figure>_restored``."""
-    from cryorestore.evaluate.quality import map_metrics
-
-    m = map_metrics(raw, gauss, voxel_size, truth=truth, tilt_range=tilt_range)
+    m = metrics_of(raw, gauss, voxel_size, truth=truth, tilt_range=tilt_range)
     return {k[:-len("_restored")] + "_gaussian": float(v) for k, v in m.items()
             if k.endswith("_restored") and isinstance(v, (int, float, np.floating)) and "_vs_" not in k}
 
 
 def run(args: argparse.Namespace) -> int:
-    from cryorestore.evaluate import quality
-    from cryorestore.evaluate.quality import map_metrics
+    from cryorestore.blockwise import MeanOf, open_map
+    from cryorestore.evaluate import bounded, quality
     from cryorestore.modeldir import load_model_dir
     from cryorestore.predict import EXIT_TILE_OOM, restore
     from cryorestore.presets import inference_values
     from cryorestore.tiling import TileOutOfMemoryError
 
     out_dir = Path(args.out_dir)
-    even = io.read_mrc(args.even[0])
+    # maps above blockwise.BLOCKWISE_VOXELS stay memory-mapped; the raw mean of the halves is then a lazy view
+    even = open_map(args.even[0])
     odd = None
     if args.odd:
-        odd = io.read_mrc(args.odd[0])
+        odd = open_map(args.odd[0])
         io.check_same_grid(even, odd, args.even[0], args.odd[0])
     truth = None
     if args.truth:
-        truth = io.read_mrc(args.truth)
+        truth = open_map(args.truth)
         io.check_same_grid(even, truth, args.even[0], args.truth)
     if args.raw:
-        raw_v = io.read_mrc(args.raw)
+        raw_v = open_map(args.raw)
         io.check_same_grid(even, raw_v, args.even[0], args.raw)
         raw = raw_v.data
+    elif odd is None:
+        raw = even.data
     else:
-        raw = even.data if odd is None else 0.5 * (even.data + odd.data)
+        raw = MeanOf(even.data, odd.data) if large(even.data) else 0.5 * (even.data + odd.data)
 
     inference = inference_values(args.preset) | {k: v for k in ("tta", "combine") if (v := getattr(args, k))}
     cfg, res = run_training(args, str(out_dir / "model"))
@@ -132,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
     provenance.write(out_dir / "restored.mrc", out_dir / "model", {"even": args.even[0], "odd": args.odd[0] if args.odd else None})
     truth_data = None if truth is None else truth.data
-    metrics = map_metrics(raw, restored, even.voxel_size, truth=truth_data, tilt_range=tuple(cfg.tilt_range))
+    metrics = metrics_of(raw, restored, even.voxel_size, truth=truth_data, tilt_range=tuple(cfg.tilt_range))
     metrics = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in metrics.items()}
     gauss, gauss_params = gaussian_baseline_map(raw, even.data, None if odd is None else odd.data, truth_data)
     if gauss is not None:
@@ -140,7 +160,9 @@ def run(args: argparse.Namespace) -> int:
     if truth_data is not None:
         for name, m in (("raw", raw), ("gaussian", gauss), ("restored", restored)):
             if m is not None:
-                metrics[f"fsc_band_apod_{name}"] = quality.band_apodised_fsc(m, truth_data)
+                metrics[f"fsc_band_apod_{name}"] = (
+                    bounded.band_apodised_fsc(m, truth_data, bounded.sign_of(m, truth_data)) if large(m)
+                    else quality.band_apodised_fsc(m, truth_data))
     report = {
         "metrics": metrics,
         "gaussian_baseline": gauss_params,

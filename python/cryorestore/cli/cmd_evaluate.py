@@ -10,6 +10,12 @@ matching with precision-recall (``--particles`` + ``--template``; see :mod:`eval
 compensation (``--tilt-range``) in averaging and matching, and with ``--truth`` the contrast sign of
 :func:`evaluate.quality.truth_sign`. Figures (orthoslices, Fourier slices, FSC, PR) go next to the
 JSON file in ``figures/`` and curves in ``curves.json``.
+
+Maps above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels stay memory-mapped and get the
+bounded-memory figures of :mod:`cryorestore.evaluate.bounded` (moments and SSIM by slabs and blocks,
+every whole-map FSC over the stated crops, ``crop_edge`` in the JSON); their orthoslices are read by
+slabs and their Fourier slices are those of the centre crop. SNR, STA, matching and membranes are
+computed as for small maps (whole-volume work: give them crops of large maps).
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cryorestore import io, plots, report
+from cryorestore import blockwise, io, plots, report
+from cryorestore.blockwise import open_map
 from cryorestore.cli.common import add_device_option, add_seed_option, positive, resolve_device, seed_everything, tilt_range
 from cryorestore.errors import InputError
-from cryorestore.evaluate import quality, segmentation, snr, species
+from cryorestore.evaluate import bounded, quality, segmentation, snr, species
 
 BASELINES = ("gaussian", "wiener")
 
@@ -54,11 +61,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _read_maps(args: argparse.Namespace) -> tuple[io.Volume, dict[str, np.ndarray]]:
     """The raw volume and ``{name: map}`` for raw, the baselines of ``--baselines`` and restored, all
     checked to lie on the raw map's grid."""
-    raw = io.read_mrc(args.raw)
+    raw = open_map(args.raw)  # maps above blockwise.BLOCKWISE_VOXELS stay memory-mapped
     maps = {"raw": raw.data}
     paths = [(n, Path(args.baselines) / f"{n}.mrc") for n in BASELINES] if args.baselines else []
     for name, path in paths + [("restored", Path(args.restored))]:
-        v = io.read_mrc(path)
+        v = open_map(path)
         io.check_same_grid(raw, v, args.raw, str(path))
         maps[name] = v.data
     return raw, maps
@@ -68,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     raw, maps = _read_maps(args)
     truth = None
     if args.truth:
-        t = io.read_mrc(args.truth)
+        t = open_map(args.truth)
         io.check_same_grid(raw, t, args.raw, args.truth)
         truth = t.data
     tr = tilt_range(args.tilt_range) if args.tilt_range else None
@@ -95,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
     fig_dir = out.parent / "figures"
     extra = {k: v for k, v in maps.items() if k not in ("raw", "restored")}
 
-    metrics: dict = quality.map_metrics(maps["raw"], maps["restored"], vs, truth=truth, tilt_range=tr, extra=extra)
-    curves = quality.map_curves(maps["raw"], maps["restored"], truth, tr, extra=extra)
+    large = blockwise.is_large(raw.shape)  # bounded memory: slabs, blocks and stated crops (evaluate.bounded)
+    scores = bounded if large else quality
+    metrics: dict = scores.map_metrics(maps["raw"], maps["restored"], vs, truth=truth, tilt_range=tr, extra=extra)
+    curves = scores.map_curves(maps["raw"], maps["restored"], truth, tr, extra=extra)
     if truth is not None:
         try:
             centres = None if particles is None else io.particle_arrays(particles)[0]
@@ -122,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
             metrics[f"membrane_dice_{name}"] = segmentation.dice(seg, memb)
 
     plots.orthoslices(dict(maps, **({"truth": truth} if truth is not None else {})), fig_dir / "orthoslices.png")
-    plots.fourier_slices(maps, fig_dir / "fourier_slices.png")
+    # large maps: the Fourier slices of the centre crop (at most blockwise.FSC_CROP voxels per axis)
+    plots.fourier_slices({n: bounded.centre_crop(m, blockwise.FSC_CROP) for n, m in maps.items()} if large else maps,
+                         fig_dir / "fourier_slices.png")
     if truth is not None:
         plots.fsc_plot(curves["apod_frequency"], {f"{n} vs truth": curves[f"{n}_vs_truth_apod"] for n in maps},
                        fig_dir / "fsc.png", vs, title="FSC against the truth (apodised centre crop, up to sign)")
