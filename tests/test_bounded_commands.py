@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cryorestore import baseline, blockwise
+from cryorestore import baseline, blockwise, io
 from cryorestore.cli import main
 
 
@@ -72,3 +72,29 @@ def test_baseline_and_evaluate_commands_on_large_maps(tmp_path, write_map, monke
     assert m["crop_edge"] == 16 and m["psnr_restored"] > m["psnr_raw"]
     assert {"psnr_wiener", "ssim_gaussian", "wedge_corr_restored"} <= set(m)
     assert (tmp_path / "ev" / "figures" / "orthoslices.png").is_file()
+
+
+def test_predict_on_large_maps_matches_the_exact_path(tmp_path, monkeypatch, capsys):
+    """predict with the default combination (mean+lowpass) and TTA: the large-map path (crop FSC with the
+    crop as large as the map, chunked float32 low-pass, pages released) gives the small-map result; a NaN is
+    found by the slab check."""
+    from test_predict import _model_dir
+
+    e, o, _ = _halves((20, 24, 20))
+    pe, po = io.write_mrc(tmp_path / "e.mrc", e, 2.0), io.write_mrc(tmp_path / "o.mrc", o, 2.0)
+    model = _model_dir(tmp_path / "m")
+    args = ["predict", str(model), "--even", str(pe), "--odd", str(po), "--tile", "16", "--device", "cpu",
+            "--no-progress", "--tta", "rot", "--combine", "mean+lowpass"]
+    assert main([*args, "--out", str(tmp_path / "small.mrc")]) == 0
+    monkeypatch.setattr(blockwise, "BLOCKWISE_VOXELS", 1000)
+    monkeypatch.setattr(blockwise, "FSC_CROP", 64)
+    monkeypatch.setattr(blockwise, "SLAB_VOXELS", 900)
+    assert main([*args, "--out", str(tmp_path / "large.mrc")]) == 0
+    small, large = io.read_mrc(tmp_path / "small.mrc").data, io.read_mrc(tmp_path / "large.mrc").data
+    np.testing.assert_allclose(large, small, atol=2e-5 * np.abs(small).max())
+    bad = e.copy()
+    bad[7, 3, 2] = np.inf
+    with pytest.warns(RuntimeWarning):
+        pb = io.write_mrc(tmp_path / "bad.mrc", bad, 2.0)
+    assert main(["predict", str(model), "--even", str(pb), "--out", str(tmp_path / "x.mrc"), "--device", "cpu"]) == 2
+    assert "NaN or infinite" in capsys.readouterr().err and not (tmp_path / "x.mrc").exists()

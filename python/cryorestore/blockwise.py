@@ -432,7 +432,6 @@ def open_map(path, *, check_finite: bool = True):
     (``mrcfile.mmap``, the file's dtype, valid after the call), with the NaN/Inf check made slab by slab
     while the map's pages are released, so opening a map costs no resident copy of it."""
     from cryorestore import io
-    from cryorestore.errors import InputError
 
     shape, _ = io.read_mrc_header(path)
     if not is_large(shape):
@@ -440,13 +439,21 @@ def open_map(path, *, check_finite: bool = True):
     with io.open_mrc_mmap(path, check_finite=False) as vol:
         pass  # mrcfile only drops its reference on close: the memory map stays valid
     if check_finite:
-        bad = 0
-        for z0, z1 in z_slabs(vol.shape):
-            bad += int((~np.isfinite(vol.data[z0:z1])).sum())
-            release_pages(vol.data)
-        if bad:
-            raise InputError(f"{path} contains {bad} NaN or infinite voxels; fix or mask them first")
+        check_finite_slabs(vol.data, path)
     return vol
+
+
+def check_finite_slabs(volume: ArrayLike, name) -> None:
+    """:class:`cryorestore.errors.InputError` (naming ``name``) when ``volume`` holds NaN or Inf; read by
+    z-slabs, releasing a memory map's pages between them."""
+    from cryorestore.errors import InputError
+
+    bad = 0
+    for z0, z1 in z_slabs(volume.shape):
+        bad += int((~np.isfinite(volume[z0:z1])).sum())
+        release_pages(volume)
+    if bad:
+        raise InputError(f"{name} contains {bad} NaN or infinite voxels; fix or mask them first")
 
 
 def write_mrc_slabs(path, source: ArrayLike, voxel_size: float) -> None:

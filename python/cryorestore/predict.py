@@ -145,11 +145,20 @@ def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | Non
     preset = loaded.config.get("preset")
     chosen = inference_values(preset) if preset else {"tta": "none", "combine": "mean"}
     chosen |= {k: v for k, v in (("tta", tta), ("combine", combine)) if v is not None}
+    from cryorestore import blockwise
+
+    def opened(path):  # large maps: the NaN/Inf check by slabs, releasing the pages it read
+        if not blockwise.is_large(io.read_mrc_header(path)[0]):
+            return stack.enter_context(io.open_mrc_mmap(path))
+        v = stack.enter_context(io.open_mrc_mmap(path, check_finite=False))
+        blockwise.check_finite_slabs(v.data, path)
+        return v
+
     with contextlib.ExitStack() as stack:
-        ve = stack.enter_context(io.open_mrc_mmap(even))
+        ve = opened(even)
         vo = None
         if odd is not None:
-            vo = stack.enter_context(io.open_mrc_mmap(odd))
+            vo = opened(odd)
             io.check_same_grid(ve, vo, str(even), str(odd))
         voxel_size = ve.voxel_size
         result = restore(loaded, ve.data, None if vo is None else vo.data, device=device, **chosen, **kwargs)
