@@ -14,7 +14,7 @@ JSON file in ``figures/`` and curves in ``curves.json``.
 Maps above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels stay memory-mapped and get the
 bounded-memory figures of :mod:`cryorestore.evaluate.bounded` (moments and SSIM by slabs and blocks,
 every whole-map FSC over the stated crops, ``crop_edge`` in the JSON); their orthoslices are read by
-slabs and their Fourier slices are those of the centre crop. SNR, STA, matching and membranes are
+slabs and their Fourier slices are those of the centre crop of at most 128³ voxels. SNR, STA, matching and membranes are
 computed as for small maps (whole-volume work: give them crops of large maps).
 """
 
@@ -33,6 +33,7 @@ from cryorestore.errors import InputError
 from cryorestore.evaluate import bounded, quality, segmentation, snr, species
 
 BASELINES = ("gaussian", "wiener")
+FOURIER_SLICE_CROP = 128  # voxels: the centre crop whose Fourier slices a large map's figure shows
 
 NAME = "evaluate"
 HELP = ("compare raw, classical baselines and a restored map (PSNR, SSIM, FSC vs truth, wedge correlation, SNR, "
@@ -131,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
             metrics[f"membrane_dice_{name}"] = segmentation.dice(seg, memb)
 
     plots.orthoslices(dict(maps, **({"truth": truth} if truth is not None else {})), fig_dir / "orthoslices.png")
-    # large maps: the Fourier slices of the centre crop (at most blockwise.FSC_CROP voxels per axis)
-    plots.fourier_slices({n: bounded.centre_crop(m, blockwise.FSC_CROP) for n, m in maps.items()} if large else maps,
+    # large maps: the Fourier slices of the centre crop (at most FOURIER_SLICE_CROP voxels per axis)
+    plots.fourier_slices({n: bounded.centre_crop(m, FOURIER_SLICE_CROP) for n, m in maps.items()} if large else maps,
                          fig_dir / "fourier_slices.png")
     if truth is not None:
         plots.fsc_plot(curves["apod_frequency"], {f"{n} vs truth": curves[f"{n}_vs_truth_apod"] for n in maps},
