@@ -106,12 +106,14 @@ def write_zarr_pair(paths: dict[str, Path]) -> dict[str, Path] | None:
     return out
 
 
-def command_args(name: str, inputs: dict[str, Path], work: Path, tag: str, max_steps: int) -> list[str]:
+def command_args(name: str, inputs: dict[str, Path], work: Path, tag: str, max_steps: int,
+                 denoise_extra: list[str] | None = None) -> list[str]:
     """The command line of ``name`` on ``inputs`` (outputs under ``work/tag``)."""
     out = work / tag
     if name == "denoise":
         return ["denoise", "--even", str(inputs["even"]), "--odd", str(inputs["odd"]), "--out-dir", str(out / "denoise"),
-                "--preset", "quick", "--max-steps", str(max_steps), "--no-progress", "--device", "cpu"]
+                "--preset", "quick", "--max-steps", str(max_steps), "--no-progress", "--device", "cpu",
+                *(denoise_extra or [])]
     if name == "baseline":
         return ["baseline", "--even", str(inputs["even"]), "--odd", str(inputs["odd"]), "--out-dir", str(out / "baseline")]
     # the restored map and baselines of this run, else of any earlier run in ``work`` (else the raw map alone)
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs=3, default=(256, 1024, 1024), metavar=("Z", "Y", "X"))
     parser.add_argument("--commands", nargs="+", choices=COMMANDS, default=list(COMMANDS))
     parser.add_argument("--max-steps", type=int, default=50)
+    parser.add_argument("--denoise-args", default="",
+                        help="extra denoise options, e.g. '--n-subtomos 24' for a short training on a loaded machine "
+                             "(the training stage's memory then is not the preset's)")
     parser.add_argument("--zarr", action="store_true", help="also run on OME-Zarr copies (when cryorestore.io can write them)")
     parser.add_argument("--compare-pythonpath", type=Path, default=None,
                         help="also run another checkout's package (its python/ folder) on the same inputs")
@@ -211,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 for cmd in args.commands:
                     tag = f"{fmt}_{code_name}"
-                    info = run_child(Path(pypath), command_args(cmd, paths, work, tag, args.max_steps),
+                    info = run_child(Path(pypath), command_args(cmd, paths, work, tag, args.max_steps,
+                                                                args.denoise_args.split()),
                                      work / f"report_{tag}_{cmd}.json")
                     info["peak_rss_over_pair"] = info["peak_rss_mib"] / (2 * map_mib)
                     result["runs"][f"{tag}_{cmd}"] = info
