@@ -14,7 +14,7 @@ there yet, then segments (all defaults of :func:`cryorestore.evaluate.segmentati
 * ``restored``: any map given as ``--restored SEED=PATH`` (same grid);
 
 and prints a Markdown table of the Dice coefficient against ``membranes.mrc`` with the segmentation's
-CPU seconds. The defaults were tuned on seeds 0 and 1 (see ``benchmarks/notes_segment.md``); report
+CPU seconds. The defaults were tuned on seeds 0 and 1 (see ``benchmarks/RESULTS.md, "Membrane segmentation on realistic maps"``); report
 on other seeds.
 """
 

@@ -33,7 +33,7 @@ only a membrane has: *many parallel plate responses that agree in orientation ov
 Defaults (scale 15 Å, coherence 30 Å, ``low`` 3, ``high`` 10, ``coherence_low`` 0.75,
 ``coherence_high`` 0.9, ``min_area`` 20,000 Å², thickness 45 Å) were chosen on simulator seeds 0 and 1
 only (both presets; truth, raw and Gaussian maps) (see
-``benchmarks/notes_segment.md``). ``polarity = "dark"`` inverts the map first (membranes darker than
+``benchmarks/RESULTS.md, "Membrane segmentation on realistic maps"``). ``polarity = "dark"`` inverts the map first (membranes darker than
 the background). All scales are in Å, so the same defaults work at any voxel size.
 
 :func:`surfaceness` (the single-scale-family plate measure ``max_σ P_σ``) is kept as a diagnostic.
