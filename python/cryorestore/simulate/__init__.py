@@ -325,6 +325,25 @@ def _check_inputs(shape, voxel_size, tilt_range, tilt_step, dose, split, frames,
     return shp, angles
 
 
+def _record_series(acq, split: str, f_even: float, voxel_size: float, rng: np.random.Generator, noise: str,
+                   clock: dict[str, float]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None, np.ndarray]:
+    """The noisy series of a weak-phase acquisition (``realistic`` or ``teamtomo``): ``(stack, halves,
+    clean_stack)``. T2T: one draw of the whole dose per tilt, ``halves`` None; F2F: two independent draws
+    of the even and odd frames' dose fractions, ``stack`` their dose-weighted sum. ``clean_stack`` is the
+    expectation of any of them (:func:`cryorestore.simulate.realistic.expected_image`)."""
+    from cryorestore.simulate import realistic
+
+    t0 = time.perf_counter()
+    if split == "t2t":
+        stack, halves = realistic.record(acq, 1.0, voxel_size, rng, noise), None
+    else:
+        halves = (realistic.record(acq, f_even, voxel_size, rng, noise),
+                  realistic.record(acq, 1.0 - f_even, voxel_size, rng, noise))
+        stack = (f_even * halves[0] + (1.0 - f_even) * halves[1]).astype(np.float32)
+    clock["noise"] = time.perf_counter() - t0
+    return stack, halves, realistic.expected_image(acq, voxel_size)
+
+
 def simulate_dataset(
     out_dir: str | Path,
     shape: Sequence[int] = DEFAULT_SHAPE,
@@ -442,15 +461,7 @@ def simulate_dataset(
         astig = teamtomo.DEFAULT_ASTIGMATISM_A if astigmatism is None else float(astigmatism)
         ctfs = teamtomo.draw_ctfs(n, rng, astig)
         tacq = teamtomo.acquire(tspec, angles, ctfs, order, float(dose), opt, timings=clock)
-        t2 = time.perf_counter()
-        if split == "t2t":
-            stack = teamtomo.record(tacq, 1.0, vs, rng, noise)
-            halves = None
-        else:
-            halves = (teamtomo.record(tacq, f_even, vs, rng, noise), teamtomo.record(tacq, 1.0 - f_even, vs, rng, noise))
-            stack = (f_even * halves[0] + (1.0 - f_even) * halves[1]).astype(np.float32)
-        clock["noise"] = time.perf_counter() - t2
-        clean_stack = teamtomo.expected_image(tacq, vs)
+        stack, halves, clean_stack = _record_series(tacq, split, f_even, vs, rng, noise, clock)
 
         def flip(s: np.ndarray) -> np.ndarray:
             return ctfmod.phase_flip(s, angles, ctfs, vs, opt)
@@ -472,15 +483,7 @@ def simulate_dataset(
         ctfs = realistic.draw_ctfs(n, rng, astig)
         acq = realistic.acquire(spec, angles, ctfs, order, float(dose), opt, device=device, progress=progress, timings=clock)
         del spec.fine
-        t2 = time.perf_counter()
-        if split == "t2t":
-            stack = realistic.record(acq, 1.0, vs, rng, noise)
-            halves = None
-        else:
-            halves = (realistic.record(acq, f_even, vs, rng, noise), realistic.record(acq, 1.0 - f_even, vs, rng, noise))
-            stack = (f_even * halves[0] + (1.0 - f_even) * halves[1]).astype(np.float32)
-        clock["noise"] = time.perf_counter() - t2
-        clean_stack = realistic.expected_image(acq, vs)
+        stack, halves, clean_stack = _record_series(acq, split, f_even, vs, rng, noise, clock)
 
         def flip(s: np.ndarray) -> np.ndarray:
             return ctfmod.phase_flip(s, angles, ctfs, vs, opt)

@@ -75,7 +75,7 @@ from scipy import ndimage
 from cryorestore import ctf as ctfmod
 from cryorestore import geometry, io
 from cryorestore.errors import InputError
-from cryorestore.simulate import molecules
+from cryorestore.simulate import molecules, realistic
 
 ATOMS_FILE = "4v6x_atoms.npz"
 DEFAULT_DOSE = 120.0  # e/Å² over the series
@@ -564,21 +564,11 @@ def acquire(specimen: Specimen, angles: np.ndarray, ctfs: Sequence[ctfmod.TiltCT
     return Acquisition(contrast, lam, interaction_constant(optics.voltage), pre)
 
 
-def expected_image(acq: Acquisition, voxel_size: float) -> np.ndarray:
-    """Noise-free density-like images (V·voxel, (n, Y, X)): the expectation of :func:`record` at any dose."""
-    kept = np.clip(1.0 - 2.0 * acq.sigma * acq.contrast.astype(np.float64), 0.0, None)
-    return ((1.0 - kept) / (2.0 * acq.sigma * voxel_size)).astype(np.float32)
-
-
-def record(acq: Acquisition, fraction: float, voxel_size: float, rng: np.random.Generator, noise: str = "poisson") -> np.ndarray:
-    """Counts of a ``fraction`` of each tilt's dose → density-like images (f λ − counts) / (2σ f λ · voxel)."""
-    lam = (float(fraction) * acq.electrons)[:, None, None]
-    expected = lam * np.clip(1.0 - 2.0 * acq.sigma * acq.contrast.astype(np.float64), 0.0, None)
-    if noise == "poisson":
-        counts = rng.poisson(expected).astype(np.float64)
-    else:
-        counts = expected + np.sqrt(expected) * rng.standard_normal(expected.shape)
-    return ((lam - counts) / (2.0 * acq.sigma * lam * voxel_size)).astype(np.float32)
+# Counting electrons is the same physics in both simulators: the expected image, the Poisson draw of a dose
+# fraction and its density-like scaling are realistic's (they read only ``contrast``, ``electrons`` and
+# ``sigma``, which this module's Acquisition holds alike); the image formation above is teamtomo's.
+expected_image = realistic.expected_image
+record = realistic.record
 
 
 def describe(specimen: Specimen, ctfs: Sequence[ctfmod.TiltCTF], order: np.ndarray, acq: Acquisition,
