@@ -29,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import harness  # noqa: E402
 
-pytestmark = pytest.mark.faults
+# the campaign runs for tens of minutes: lift pytest-timeout's 600 s default for it
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(7200)]
 
 
 def _startup_seconds() -> float:
