@@ -207,11 +207,14 @@ def lock(paths: list[PathLike], command: str) -> Iterator[None]:
     """Hold the locks of every output in ``paths`` (see :func:`acquire`), and :func:`recover` each first.
 
     On leaving, every stage begun and not committed is discarded (the command failed, was stopped, or
-    returned an error code), then the locks are released.
+    returned an error code), then the locks are released, and the folders this run created for them are
+    removed again if they are empty (a failed run leaves no empty output folder behind).
     """
     taken: list[PathLike] = []
+    created: list[Path] = []
     try:
         for p in paths:
+            created.extend(_missing_folders(lock_path(p).parent))
             acquire(p, command)
             taken.append(p)
             recover(p)
@@ -220,6 +223,21 @@ def lock(paths: list[PathLike], command: str) -> Iterator[None]:
         discard_open()  # a stage not committed by the end of the command (a failure, a stop) is not an output
         for p in reversed(taken):
             release(p)
+        for d in sorted(set(created), key=lambda f: len(f.parts), reverse=True):
+            try:
+                d.rmdir()  # only when empty: a folder that received outputs stays
+            except OSError:
+                pass
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet (absolute paths)."""
+    out = []
+    f = Path(folder).absolute()
+    while not f.exists() and f != f.parent:
+        out.append(f)
+        f = f.parent
+    return out
 
 
 # ---------------------------------------------------------------------------------- clean stops
