@@ -262,7 +262,12 @@ def _worker(local_rank: int, world: int, port: int, fn: Callable[..., Any], args
     except KeyboardInterrupt:  # stopped by the launcher (SIGTERM/SIGINT)
         rc = 130
     if rc:
-        sys.exit(rc)
+        # leave without the interpreter's teardown: destroying a process group whose peer has already gone
+        # can abort in C++ ("terminate called without an active exception", SIGABRT), which would turn a
+        # one-line input error into a crash report
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
 
 
 def check_devices(devices: int, device: torch.device) -> None:
@@ -299,7 +304,11 @@ def launch(devices: int, device: torch.device, fn: Callable[..., Any], *args: An
             pass
     except mp.ProcessExitedException as exc:
         code = exc.exit_code or 1
-        if code < 0:  # killed by a signal
+        if code < 0:  # killed by a signal; but when a sibling ended on an input error (exit 2, its one line
+            for p in ctx.processes:  # printed), a rank that aborted while the group came down is its consequence
+                p.join(10)
+            if any(p.exitcode == 2 for p in ctx.processes):
+                return 2
             name = exc.signal_name or _signal.Signals(-code).name
             more = f"; {kept()}" if kept is not None else ""
             print(f"cryorestore: rank {exc.error_index} ended by {name}; every rank was stopped{more}",
