@@ -404,10 +404,24 @@ def _commit_folder(stage: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-_open: list["Staged | StagedFiles"] = []  # stages begun and neither committed nor discarded
+_open: list["_Stage"] = []  # stages begun and neither committed nor discarded
 
 
-class Staged:
+class _Stage:
+    """What both kinds of stage share: a staging folder ``.path`` that is discarded unless committed."""
+
+    path: Path
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._close()
+
+    def _close(self) -> None:
+        if self in _open:
+            _open.remove(self)
+
+
+class Staged(_Stage):
     """The staging folder of output folder ``dest`` (see :func:`folder`): write into ``.path``, then
     :meth:`commit`. A stage left open when the command fails is discarded by :func:`lock`'s exit."""
 
@@ -430,16 +444,9 @@ class Staged:
         self._close()
         return self.dest
 
-    def discard(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-        self._close()
-
-    def _close(self) -> None:
-        if self in _open:
-            _open.remove(self)
 
 
-class StagedFiles:
+class StagedFiles(_Stage):
     """Staged files for the shared folder ``dest_folder`` (see :func:`files`): write into ``.path``
     under their final names, then :meth:`commit`."""
 
@@ -468,13 +475,6 @@ class StagedFiles:
         self._close()
         return self.dest
 
-    def discard(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-        self._close()
-
-    def _close(self) -> None:
-        if self in _open:
-            _open.remove(self)
 
 
 def discard_open() -> None:
