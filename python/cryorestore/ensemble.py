@@ -200,8 +200,16 @@ def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray, thre
     on one simulated seed (``benchmarks/RESULTS.md``): at 0.143 the low-pass was too weak to matter."""
     from cryorestore import baseline
 
+    return baseline.gaussian_lowpass(volume, half_fsc_lowpass_sigma(even, odd, threshold)).astype(np.float32)
+
+
+def half_fsc_lowpass_sigma(even: np.ndarray, odd: np.ndarray, threshold: float = LOWPASS_FSC) -> float:
+    """Width (voxels) of :func:`half_fsc_lowpass`'s Gaussian: transfer 1/2 where the half maps' FSC first
+    drops below ``threshold``."""
+    from cryorestore import baseline
+
     f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), np.shape(even), thresholds=(threshold,))[threshold]
-    return baseline.gaussian_lowpass(volume, baseline.sigma_for_frequency(f0.frequency)).astype(np.float32)
+    return baseline.sigma_for_frequency(f0.frequency)
 
 
 def check_combine(mode: str) -> None:
@@ -238,15 +246,12 @@ def combine_halves(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray, odd:
     what :mod:`cryorestore.evaluate.truthfree` needs to score the combination on a held-out region.
     """
     check_combine(mode)
-    from cryorestore import baseline
-
     fe = np.asarray(f_even, dtype=np.float32)
     fo = np.asarray(f_odd, dtype=np.float32)
     if mode == "mean":
         return fe, fo, {"combine": mode}
     if mode == "mean+lowpass":
-        f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), np.shape(even), thresholds=(LOWPASS_FSC,))[LOWPASS_FSC]
-        sigma = baseline.sigma_for_frequency(f0.frequency)
+        sigma = half_fsc_lowpass_sigma(even, odd)
         lp = [ndimage.gaussian_filter(v, sigma, mode="reflect", output=np.float32) for v in (fe, fo)]
         return lp[0], lp[1], {"combine": mode, "sigma_voxels": sigma}
     shape = np.shape(even)

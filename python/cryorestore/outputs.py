@@ -484,13 +484,8 @@ def discard_open() -> None:
 
 
 @contextlib.contextmanager
-def folder(dest: PathLike) -> Iterator[Path]:
-    """Stage the output folder ``dest``: write into the yielded folder; on success it becomes ``dest``.
-
-    On any exception (a stop, a disk error) the staging folder is deleted and ``dest`` is as before.
-    ``dest`` must not be the current folder or hold it (it is replaced as a whole).
-    """
-    st = Staged(dest)
+def _committed(st: "Staged | StagedFiles") -> Iterator[Path]:
+    """Yield ``st``'s staging folder; commit it when the block ends normally, discard it on any exception."""
     try:
         yield st.path
         st.commit()
@@ -500,16 +495,22 @@ def folder(dest: PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def folder(dest: PathLike) -> Iterator[Path]:
+    """Stage the output folder ``dest``: write into the yielded folder; on success it becomes ``dest``.
+
+    On any exception (a stop, a disk error) the staging folder is deleted and ``dest`` is as before.
+    ``dest`` must not be the current folder or hold it (it is replaced as a whole).
+    """
+    with _committed(Staged(dest)) as path:
+        yield path
+
+
+@contextlib.contextmanager
 def files(dest_folder: PathLike) -> Iterator[Path]:
     """Stage files for the shared folder ``dest_folder``: write them into the yielded folder (same names);
     on success every entry moves into ``dest_folder`` under a journal (see the module docstring)."""
-    st = StagedFiles(dest_folder)
-    try:
-        yield st.path
-        st.commit()
-    except BaseException:
-        st.discard()
-        raise
+    with _committed(StagedFiles(dest_folder)) as path:
+        yield path
 
 
 def _roll_forward(d: Path, stage: Path, names: list[str]) -> None:
