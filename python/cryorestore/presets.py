@@ -20,10 +20,11 @@ holds what ``denoise`` does with the trained network by default (test-time augme
 combination of f(even) and f(odd), see :mod:`cryorestore.ensemble`): both presets average the turns
 about y the method's network was trained for (n2n: the four quarter turns; the missing-wedge methods:
 the half turn, which keeps the wedge where their networks learned to fill it), take the mean of
-f(even) and f(odd) and low-pass it at the half maps' FSC=0.5 frequency
-(:func:`cryorestore.ensemble.half_fsc_lowpass`; the calibrated combination fits the signal as the half
-maps record it, CTF and reconstruction filter included, and scored below the plain mean against the
-simulator's truth: ``benchmarks/RESULTS.md``); ``--tta`` and ``--combine`` override it. Every value is
+f(even) and f(odd) and low-pass it at the half maps' FSC=0.143 frequency
+(:func:`cryorestore.ensemble.half_fsc_lowpass`, threshold chosen on seeds 0-1 against the noise-free
+reconstruction; the calibrated combination fits the signal as the half maps record it, CTF and
+reconstruction filter included, and lost equalised PSNR on seed 0: ``benchmarks/RESULTS.md``, "Choosing
+the final low-pass"); ``--tta`` and ``--combine`` override it. Every value is
 a :class:`cryorestore.train.TrainConfig` field; a value may depend on the method (a dict keyed by
 method name) and ``model_options`` on the network (keyed by model name). Options given explicitly
 on the command line override the preset's.

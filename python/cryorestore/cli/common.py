@@ -63,7 +63,7 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
                              "orientation) or rot+flip (also mirrored along y) (default: the preset's)")
     parser.add_argument("--combine", choices=COMBINE_MODES, default=None,
                         help="mean of f(even) and f(odd); mean+lowpass: that mean low-passed at the half maps' "
-                             "FSC=0.5 frequency; calibrated: per-shell weights of the mean and the raw map fitted "
+                             "FSC=0.143 frequency; calibrated: per-shell weights of the mean and the raw map fitted "
                              "against the other half map (default: the preset's)")
 
 
