@@ -57,8 +57,10 @@ def shared_region(configs: list[dict], shape: tuple[int, int, int], names: list[
 
 
 def score_case(sim: Path, runs: list[Path], n_boot: int = 2000, seed: int = 0, device: str = "cpu",
-               tile: int | None = None) -> dict:
-    """Every row of one case (module doc) as a JSON-ready dict."""
+               tile: int | None = None, holdout: str | None = None) -> dict:
+    """Every row of one case (module doc) as a JSON-ready dict. ``holdout`` (``AXIS:START:STOP``) scores
+    another region than the runs' shared held-out slab, e.g. one inside their training boxes (``overlap``
+    then lists the runs whose training region it reaches: their estimates there may be optimistic)."""
     from cryorestore import io
     from cryorestore.evaluate import truthfree as tf
     from cryorestore.modeldir import load_model_dir
@@ -68,7 +70,11 @@ def score_case(sim: Path, runs: list[Path], n_boot: int = 2000, seed: int = 0, d
     clean, truth = _read(sim / "clean.mrc"), _read(sim / "ground_truth.mrc")
     ce, co = _read(sim / "clean_even.mrc"), _read(sim / "clean_odd.mrc")
     loaded = [load_model_dir(r / "model", device) for r in runs]
-    region = shared_region([m.config for m in loaded], even.shape, [str(r / "model") for r in runs])
+    if holdout:
+        region = tf.parse_holdout(holdout, even.shape)
+    else:
+        region = shared_region([m.config for m in loaded], even.shape, [str(r / "model") for r in runs])
+    overlap = [r.name for r, m in zip(runs, loaded) if tf.training_overlap(m.config, region)]
     outer, inner = tf.expanded_box(region, even.shape, tf.FILTER_MARGIN)
     e64, o64 = (np.asarray(v.data[outer], dtype=np.float64) for v in (even, odd))
     maps = {}
@@ -94,7 +100,8 @@ def score_case(sim: Path, runs: list[Path], n_boot: int = 2000, seed: int = 0, d
                      "p_beats_gaussian": r.p_beats_gaussian,
                      "true": r.true.get("true_gain_db"), "potential": r.true.get("gain_potential_db"),
                      "flags": r.flags, "hallucinated_power": r.hallucinated_power})
-    out = {"case": str(sim), "runs": [str(r) for r in runs], "region": region.to_dict(), "rows": rows}
+    out = {"case": str(sim), "runs": [str(r) for r in runs], "region": region.to_dict(), "rows": rows,
+           "overlap": overlap}
     if ce is not None and co is not None and np.array_equal(ce.data, co.data):
         out["halves"] = "f2f"  # the simulator writes clean_even = clean_odd = clean for frame-split halves
     elif ce is not None and co is not None and clean is not None:
@@ -148,6 +155,9 @@ def markdown(cases: list[dict], summary: dict) -> str:
                          f"{f(r.get('t2t_bias_db'))} | {', '.join(r['flags']) or 'ok'} |")
     lines.append("")
     for c in cases:
+        if c.get("overlap"):
+            lines.append(f"- {Path(c['case']).name}: the region ({c['region']['description']}) reaches the training "
+                         f"boxes of {', '.join(c['overlap'])}")
         if c.get("halves") == "f2f":
             lines.append(f"- {Path(c['case']).name}: the halves share their noise-free signal (clean_even = clean_odd, "
                          f"F2F): the estimate has no T2T bias")
@@ -174,13 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--holdout", metavar="AXIS:START:STOP",
+                   help="score this slab instead of the runs' shared held-out one (e.g. inside their training boxes)")
     p.add_argument("--json", metavar="OUT.json", help="write the cases and the summary here")
     args = p.parse_args(argv)
     if not args.case and not args.merge:
         p.error("give at least one --case or --merge")
     cases = [c for path in args.merge for c in json.loads(Path(path).read_text())["cases"]]
     for sim, *runs in args.case:
-        cases.append(score_case(Path(sim), [Path(r) for r in runs], args.n_bootstrap, args.seed, args.device, args.tile))
+        cases.append(score_case(Path(sim), [Path(r) for r in runs], args.n_bootstrap, args.seed, args.device, args.tile,
+                                args.holdout))
     summary = summarise(cases)
     print(markdown(cases, summary))
     if args.json:
