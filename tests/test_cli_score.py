@@ -185,3 +185,4 @@ def test_evaluate_adds_the_truth_free_block(trained, tmp_path, capsys):
     page = (tmp_path / "r.html").read_text()
     assert "Truth-free score: ev" in page and "estimated PSNR gain over raw (dB), no truth" in page
     assert page.index("Truth-free score") < page.index("Maps side by side")
+    assert "frame-split (F2F)" in page  # the estimate's assumption about the halves, from score.json
