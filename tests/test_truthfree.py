@@ -312,3 +312,33 @@ def test_score_states_the_halves_assumption():
     assert res.to_dict()["assumption"] == tf.HALVES_ASSUMPTION
     assert "F2F" in tf.HALVES_ASSUMPTION and "T2T" in tf.HALVES_ASSUMPTION and "dB" in tf.HALVES_ASSUMPTION
     assert "note: " + tf.HALVES_ASSUMPTION in tf.format_table(res)
+
+
+def test_leak_decomposition_separates_what_the_map_knows_of_the_other_noise():
+    """benchmarks/leak_decomposition.py: with shared signal c (F2F), est − true − leak is
+    ⟨c, n_e + n_o⟩ + ⟨n_e·n_o⟩ for every map (it does not depend on the map), and the leak term of a map that
+    carries part of the other half's noise is that part's power (float64 references)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "leak_decomposition.py"
+    spec = importlib.util.spec_from_file_location("leak_decomposition", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(41)
+    shape = (16, 20, 24)
+    c = signal(rng, shape=shape)
+    ne, no = rng.standard_normal(shape), 0.7 * rng.standard_normal(shape)
+    e, o = c + ne, c + no
+    rest = np.mean(c * (ne + no)) + np.mean(ne * no)
+    honest = mod.decompose(e, o, c, c, c, gauss(e, 1.0), gauss(o, 1.0))
+    leaky = mod.decompose(e, o, c, c, c, gauss(e, 1.0) + 0.5 * no, gauss(o, 1.0) + 0.5 * ne)
+    for r in (honest, leaky):
+        assert r["est_minus_true"] - r["leak"] == pytest.approx(rest, abs=1e-12)
+    ge, go = gauss(e, 1.0), gauss(o, 1.0)
+    res = tf.score_maps(e, o, {"g": tf.HalfMaps(ge, go, "test")}, whole_region(shape), n_boot=10, clean=c)
+    assert honest["est"] == pytest.approx(res.rows["g"].mse_est, rel=1e-9)
+    assert honest["true"] == pytest.approx(res.rows["g"].true["true_mse"], rel=1e-9)
+    want = -0.5 * (np.mean(no * no) + np.mean(ne * ne)) - np.mean(gauss(e, 1.0) * no) - np.mean(gauss(o, 1.0) * ne)
+    assert leaky["leak"] == pytest.approx(want, rel=1e-12)
+    assert abs(honest["leak"]) < 0.05 * abs(leaky["leak"])
