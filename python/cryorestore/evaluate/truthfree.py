@@ -121,8 +121,8 @@ HALVES_ASSUMPTION = (
     "the estimate assumes half maps that share their noise-free signal, as frame-split (F2F) halves do; "
     "tilt-split (T2T, even/odd tilts) halves do not, and the estimate then over-rates maps that smooth "
     "(measured on the realistic simulation, seeds 0-2: estimated gains of the Gaussian, Wiener filter and "
-    "three networks 2.3-4.1 dB above the true gains, and a good network's estimated error so far below its true one "
-    "that the leak check fired with no leak): with T2T halves read the ranking and P(>gauss), not the dB")
+    "three networks 2.3-4.1 dB above the true gains; the leak check also flagged a network that had learnt none of "
+    "the other half's noise): with T2T halves read the ranking and P(>gauss), not the dB")
 
 
 # --------------------------------------------------------------------------------------------
