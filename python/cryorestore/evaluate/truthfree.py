@@ -116,7 +116,7 @@ BLOCK = 16
 #: bootstrap resamples
 N_BOOTSTRAP = 2000
 #: what the estimate assumes of the halves, with the size of the error when it does not hold (measured:
-#: benchmarks/RESULTS.md "Truth-free score against the truth"); written to score.json and printed
+#: benchmarks/RESULTS.md "Truth-free score against the truth", benchmarks/notes_tf2.md); written to score.json and printed
 HALVES_ASSUMPTION = (
     "the estimate assumes half maps that share their noise-free signal, as frame-split (F2F) halves do; "
     "tilt-split (T2T, even/odd tilts) halves do not, and the estimate then over-rates maps that smooth "
