@@ -342,3 +342,22 @@ def test_leak_decomposition_separates_what_the_map_knows_of_the_other_noise():
     want = -0.5 * (np.mean(no * no) + np.mean(ne * ne)) - np.mean(gauss(e, 1.0) * no) - np.mean(gauss(o, 1.0) * ne)
     assert leaky["leak"] == pytest.approx(want, rel=1e-12)
     assert abs(honest["leak"]) < 0.05 * abs(leaky["leak"])
+
+
+@pytest.mark.slow
+def test_unet_that_memorised_its_crop_is_flagged(tmp_path):
+    """benchmarks/overfit_truthfree.py --unet: a 0.6 M-parameter U-Net trained by N2N on a 16³ crop with
+    nothing held out learns the other half's noise (training loss well below the noise level) and the score
+    on that crop flags it as a leak."""
+    from cryorestore import io
+
+    rng = np.random.default_rng(51)
+    s = signal(rng, shape=(24, 32, 32), smooth=2.0, amp=1.0)
+    e, o = halves(rng, s)
+    for name, v in (("even", e), ("odd", o), ("clean", s)):
+        io.write_mrc(tmp_path / f"{name}.mrc", v.astype(np.float32), 10.0)
+    doc = _overfit_module().unet_memorise(tmp_path, (slice(4, 20), slice(8, 24), slice(8, 24)), 16, [60], n_boot=50)
+    (row,) = doc["rows"]
+    assert row["loss_over_noise"] < 0.5
+    assert "leak" in row["flags"]
+    assert row["est"] is None or row["est"] > row["true"] + 3.0
