@@ -11,7 +11,8 @@ one row per map:
 * the true gain: MSE against ``clean.mrc`` (the noise-free reconstruction from all tilts, the signal the
   halves share) of the mean of the two half maps' outputs against that of ``(even + odd) / 2``;
 * the gain against the potential: PSNR gain against ``ground_truth.mrc`` after the affine grey-level fit;
-* when ``clean_even.mrc`` and ``clean_odd.mrc`` exist, the T2T signal difference ``⟨δ²⟩ = ⟨((ce − co)/2)²⟩``
+* when ``clean_even.mrc`` and ``clean_odd.mrc`` exist and are equal (F2F halves), ``"halves": "f2f"``
+  (no signal difference, no T2T bias); when they differ (T2T), the T2T signal difference ``⟨δ²⟩ = ⟨((ce − co)/2)²⟩``
   as a fraction of the raw map's true MSE, and per row the bias it predicts for a map that removes it
   entirely, ``10 log10((1 + ⟨δ²⟩/MSE(raw)) · MSE/(MSE − ⟨δ²⟩))`` dB (MSE: the row's true error).
 
@@ -21,6 +22,7 @@ Over all rows of all cases: Spearman's rank correlation of estimated and true ga
 
     python benchmarks/bench_truthfree.py --case bench/s0 bench/runs_s0/n2n bench/runs_s0/ddw bench/runs_s0/iso \\
         --case bench/s1 bench/runs_s1/n2n ... --json bench/truthfree.json
+    python benchmarks/bench_truthfree.py --merge bench/tf_s0.json bench/tf_s1.json   # pool cases scored apart
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ def shared_region(configs: list[dict], shape: tuple[int, int, int], names: list[
 
 
 def score_case(sim: Path, runs: list[Path], n_boot: int = 2000, seed: int = 0, device: str = "cpu",
-               tile: int | None = None) -> dict:
-    """Every row of one case (module doc) as a JSON-ready dict."""
+               tile: int | None = None, holdout: str | None = None) -> dict:
+    """Every row of one case (module doc) as a JSON-ready dict. ``holdout`` (``AXIS:START:STOP``) scores
+    another region than the runs' shared held-out slab, e.g. one inside their training boxes (``overlap``
+    then lists the runs whose training region it reaches: their estimates there may be optimistic)."""
     from cryorestore import io
     from cryorestore.evaluate import truthfree as tf
     from cryorestore.modeldir import load_model_dir
@@ -66,7 +70,11 @@ def score_case(sim: Path, runs: list[Path], n_boot: int = 2000, seed: int = 0, d
     clean, truth = _read(sim / "clean.mrc"), _read(sim / "ground_truth.mrc")
     ce, co = _read(sim / "clean_even.mrc"), _read(sim / "clean_odd.mrc")
     loaded = [load_model_dir(r / "model", device) for r in runs]
-    region = shared_region([m.config for m in loaded], even.shape, [str(r / "model") for r in runs])
+    if holdout:
+        region = tf.parse_holdout(holdout, even.shape)
+    else:
+        region = shared_region([m.config for m in loaded], even.shape, [str(r / "model") for r in runs])
+    overlap = [r.name for r, m in zip(runs, loaded) if tf.training_overlap(m.config, region)]
     outer, inner = tf.expanded_box(region, even.shape, tf.FILTER_MARGIN)
     e64, o64 = (np.asarray(v.data[outer], dtype=np.float64) for v in (even, odd))
     maps = {}
@@ -92,8 +100,12 @@ def score_case(sim: Path, runs: list[Path], n_boot: int = 2000, seed: int = 0, d
                      "p_beats_gaussian": r.p_beats_gaussian,
                      "true": r.true.get("true_gain_db"), "potential": r.true.get("gain_potential_db"),
                      "flags": r.flags, "hallucinated_power": r.hallucinated_power})
-    out = {"case": str(sim), "runs": [str(r) for r in runs], "region": region.to_dict(), "rows": rows}
-    if ce is not None and co is not None and clean is not None:
+    out = {"case": str(sim), "runs": [str(r) for r in runs], "region": region.to_dict(), "rows": rows,
+           "overlap": overlap}
+    if ce is not None and co is not None and np.array_equal(ce.data, co.data):
+        out["halves"] = "f2f"  # the simulator writes clean_even = clean_odd = clean for frame-split halves
+    elif ce is not None and co is not None and clean is not None:
+        out["halves"] = "t2t"
         c = clean.data[sl].astype(np.float64)
         d2 = float(np.mean(((ce.data[sl].astype(np.float64) - co.data[sl]) / 2) ** 2))
         raw_true = float(np.mean((0.5 * (even.data[sl].astype(np.float64) + odd.data[sl]) - c) ** 2))
@@ -143,6 +155,12 @@ def markdown(cases: list[dict], summary: dict) -> str:
                          f"{f(r.get('t2t_bias_db'))} | {', '.join(r['flags']) or 'ok'} |")
     lines.append("")
     for c in cases:
+        if c.get("overlap"):
+            lines.append(f"- {Path(c['case']).name}: the region ({c['region']['description']}) reaches the training "
+                         f"boxes of {', '.join(c['overlap'])}")
+        if c.get("halves") == "f2f":
+            lines.append(f"- {Path(c['case']).name}: the halves share their noise-free signal (clean_even = clean_odd, "
+                         f"F2F): the estimate has no T2T bias")
         if "t2t" in c:
             t = c["t2t"]
             lines.append(f"- {Path(c['case']).name}: T2T signal difference ⟨δ²⟩ = {t['delta2_over_raw_mse']:.3%} of the "
@@ -158,17 +176,24 @@ def markdown(cases: list[dict], summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--case", nargs="+", action="append", required=True, metavar=("SIM_DIR", "RUN_DIR"),
+    p.add_argument("--case", nargs="+", action="append", default=[], metavar=("SIM_DIR", "RUN_DIR"),
                    help="a simulation folder and the denoise run folders made on it (repeat per seed)")
+    p.add_argument("--merge", nargs="+", default=[], metavar="IN.json",
+                   help="add the cases of earlier --json outputs (e.g. one per seed) to the table and the summary")
     p.add_argument("--n-bootstrap", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--holdout", metavar="AXIS:START:STOP",
+                   help="score this slab instead of the runs' shared held-out one (e.g. inside their training boxes)")
     p.add_argument("--json", metavar="OUT.json", help="write the cases and the summary here")
     args = p.parse_args(argv)
-    cases = []
+    if not args.case and not args.merge:
+        p.error("give at least one --case or --merge")
+    cases = [c for path in args.merge for c in json.loads(Path(path).read_text())["cases"]]
     for sim, *runs in args.case:
-        cases.append(score_case(Path(sim), [Path(r) for r in runs], args.n_bootstrap, args.seed, args.device, args.tile))
+        cases.append(score_case(Path(sim), [Path(r) for r in runs], args.n_bootstrap, args.seed, args.device, args.tile,
+                                args.holdout))
     summary = summarise(cases)
     print(markdown(cases, summary))
     if args.json:

@@ -84,7 +84,8 @@ def test_bad_input_exits_2_with_nothing_written(trained, tmp_path, capsys):
     # a holdout slab outside the map
     assert main(["score", "--even", even, "--odd", odd, "--model", str(trained / "model"), "--holdout", "y:50:90"]
                 + base) == 2
-    assert "outside the map" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "outside the map" in err and len(err.strip().splitlines()) == 1
     # a model directory that records no slab, and no --holdout
     old = tmp_path / "old_model"
     old.mkdir()
@@ -95,11 +96,12 @@ def test_bad_input_exits_2_with_nothing_written(trained, tmp_path, capsys):
     (old / "config.json").write_text(json.dumps(cfg))
     assert main(["score", "--even", even, "--odd", odd, "--model", str(old)] + base) == 2
     err = capsys.readouterr().err
-    assert "records no held-out slab" in err and "--holdout" in err
+    assert "records no held-out slab" in err and "--holdout" in err and len(err.strip().splitlines()) == 1
     # a clean map on another grid
     assert main(["score", "--even", even, "--odd", odd, "--model", str(trained / "model"), "--clean", str(small)]
                 + base) == 2
-    assert "shape" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "shape" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 
@@ -144,6 +146,23 @@ def test_bench_truthfree_on_one_tiny_case(tmp_path, capsys):
     sl = (slice(None), slice(doc["cases"][0]["region"]["box"][1][0], 64), slice(None))
     assert t2t["delta2"] == pytest.approx(float(np.mean(delta[sl].astype(np.float32).astype(np.float64) ** 2)), rel=1e-3)
     assert doc["summary"]["n_rows"] == 4 and -1 <= doc["summary"]["spearman"] <= 1
+    assert doc["cases"][0]["halves"] == "t2t"
+    # F2F halves (clean_even = clean_odd): no T2T block, the table says so; --merge pools saved cases
+    f2f = tmp_path / "f2f"
+    f2f.mkdir()
+    for name in ("even", "odd", "clean", "ground_truth"):
+        (f2f / f"{name}.mrc").write_bytes((sim / f"{name}.mrc").read_bytes())
+    for name in ("clean_even", "clean_odd"):
+        (f2f / f"{name}.mrc").write_bytes((sim / "clean.mrc").read_bytes())
+    out2 = tmp_path / "f.json"
+    assert bench.main(["--case", str(f2f), str(run), "--n-bootstrap", "200", "--tile", "32", "--json", str(out2)]) == 0
+    text = capsys.readouterr().out
+    case = json.loads(out2.read_text())["cases"][0]
+    assert case["halves"] == "f2f" and "t2t" not in case and "no T2T bias" in text
+    assert all("t2t_bias_db" not in r for r in case["rows"])
+    assert bench.main(["--merge", str(out), str(out2)]) == 0
+    text = capsys.readouterr().out
+    assert "Spearman (estimated vs true gain, 8 rows)" in text and "| f2f | n2n |" in text and "| sim | n2n |" in text
 
 
 def test_evaluate_adds_the_truth_free_block(trained, tmp_path, capsys):
@@ -166,3 +185,4 @@ def test_evaluate_adds_the_truth_free_block(trained, tmp_path, capsys):
     page = (tmp_path / "r.html").read_text()
     assert "Truth-free score: ev" in page and "estimated PSNR gain over raw (dB), no truth" in page
     assert page.index("Truth-free score") < page.index("Maps side by side")
+    assert "frame-split (F2F)" in page  # the estimate's assumption about the halves, from score.json

@@ -169,6 +169,13 @@ def _truthfree_table(run: Run, cols: list[str], rows: list[tuple[str, list]]) ->
            "(no truth needed; the true columns appear only on simulated data, to learn to read it). "
            "Gain &gt; 0: closer to the signal than the raw map. A map must beat the Gaussian and the Wiener "
            "filter to be worth its cost.</p>"]
+    score = run.path / "score.json"
+    try:
+        assumption = json.loads(score.read_text()).get("assumption") if score.is_file() else None
+    except (OSError, ValueError):
+        assumption = None
+    if isinstance(assumption, str):
+        out.append(f"<p>Note: {html.escape(assumption)}.</p>")
     if flagged:
         out.append(f"<p><b>Flagged: {html.escape(', '.join(flagged))}</b> (the map of one half saw the other "
                    "half's noise, or invented structure the halves do not share; see score.json).</p>")
