@@ -14,7 +14,7 @@ is the optimism a network trained on the region would have, by degrees of freedo
 
 For each ``b`` (``--cubes``), on the region: the estimated gain with its interval, the true gain against
 ``clean.mrc``, and the flags of :func:`cryorestore.evaluate.truthfree.score_maps` — so the table says how
-much optimism the checks let through (``benchmarks/notes_tf2.md``).
+much optimism the checks let through (``benchmarks/RESULTS.md``, "Truth-free score: F2F validation").
 
     python benchmarks/overfit_truthfree.py SIM_DIR --holdout y:224:256 --cubes 1 2 3 4 6 8 --json out.json
 

@@ -10,7 +10,7 @@
 #      optimistic, and the leak check must flag it.
 # Usage: benchmarks/overfit_truthfree.sh [OUT_DIR]   (CPU, a few minutes)
 # Measured: on 2 shared CPU cores 900 steps did not memorise (RESULTS.md); the overfits that are flagged are
-# in benchmarks/notes_tf2.md (quick-preset n2n scored on its training boxes; benchmarks/overfit_truthfree.py).
+# in benchmarks/RESULTS.md, "Truth-free score: F2F validation" (quick-preset n2n scored on its training boxes; benchmarks/overfit_truthfree.py).
 set -euo pipefail
 D=${1:-bench/overfit}
 PY=${PYTHON:-python}

@@ -287,7 +287,7 @@ def test_filter_fitted_on_the_region_is_flagged():
     halves — an N2N fit that memorised the region — is flagged as a leak, and its estimate is far too
     optimistic; the same maps with the gain fitted elsewhere (on an independent pair of halves) are not
     flagged. (A fit with one gain per 8³ coefficients passes unflagged with 2.3 dB of optimism on this
-    61,440-voxel case: the checks' limit, reported in benchmarks/notes_tf2.md.)"""
+    61,440-voxel case: the checks' limit, reported in benchmarks/RESULTS.md, "Truth-free score: F2F validation".)"""
     fit = _overfit_module().fitted_filter_halves
     rng, s, e, o = _nosignal_case()
     e2, o2 = halves(rng, s)  # an independent pair: a gain fitted there does not know e's and o's noise

@@ -40,7 +40,7 @@ What it does **not** cover:
   ``10 log10((1 + ⟨δ²⟩/MSE(raw)) · MSE/(MSE − ⟨δ²⟩))``, which grows as the map's own error approaches
   ``⟨δ²⟩``. F2F halves share the tilts and have no such bias. ``benchmarks/bench_truthfree.py`` measures
   ``⟨δ²⟩`` from the simulator's noise-free half reconstructions. Measured on the realistic simulation,
-  seeds 0-2 (``benchmarks/notes_tf2.md``): with F2F halves every estimated gain is within 0.2 dB of the
+  seeds 0-2 (``benchmarks/RESULTS.md``, "Truth-free score: F2F validation"): with F2F halves every estimated gain is within 0.2 dB of the
   true one; with T2T halves the Gaussian, Wiener and network gains are 2.3-4.1 dB too high. Nothing in
   the two maps tells the splits apart, so :data:`HALVES_ASSUMPTION` is written to ``score.json`` and
   printed with every score.
@@ -116,7 +116,7 @@ BLOCK = 16
 #: bootstrap resamples
 N_BOOTSTRAP = 2000
 #: what the estimate assumes of the halves, with the size of the error when it does not hold (measured:
-#: benchmarks/RESULTS.md "Truth-free score against the truth", benchmarks/notes_tf2.md); written to score.json and printed
+#: benchmarks/RESULTS.md "Truth-free score against the truth" and "Truth-free score: F2F validation"); written to score.json and printed
 HALVES_ASSUMPTION = (
     "the estimate assumes half maps that share their noise-free signal, as frame-split (F2F) halves do; "
     "tilt-split (T2T, even/odd tilts) halves do not, and the estimate then over-rates maps that smooth "
