@@ -40,6 +40,7 @@ MIB = 1 << 20
 
 NETS = {"tiny": ("msdnet", {"depth": 1, "max_dilation": 1, "checkpointing": False}),
         "small": ("unet", {"depth": 2, "base_channels": 4, "convs_per_block": 1}),
+        "quick": ("unet", {"base_channels": 8, "convs_per_block": 1}),  # the quick preset's network
         "default": ("unet", {})}
 
 
@@ -161,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--two-inputs", action="store_true", help="predict even and odd (the same map twice)")
     parser.add_argument("--pair", action="store_true",
                         help="an even/odd pair of different maps, with --combine mean+lowpass and --tta rot")
+    parser.add_argument("--inputs", type=str, nargs=2, default=None, metavar=("EVEN", "ODD"),
+                        help="predict this existing even/odd pair (MRC files or OME-Zarr stores) instead of writing "
+                             "one; implies --pair")
     parser.add_argument("--compare-pythonpath", type=Path, default=None,
                         help="also run another checkout's package (its python/ folder) on the same input")
     parser.add_argument("--workdir", type=Path, default=None, help="where the map, model and outputs go (default: a temp dir)")
@@ -181,8 +185,15 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         model = build_model_dir(work / "model", args.net, crop=max(8, args.tile // 2))
         t0 = time.perf_counter()
-        vol = write_random_map(work / "input.mrc", shape)
-        if args.pair:
+        if args.inputs:
+            sys.path.insert(0, str(REPO_PYTHON))
+            from cryorestore import volume_io
+
+            args.pair, vol, args.odd_map = True, args.inputs[0], args.inputs[1]
+            shape = tuple(int(s) for s in volume_io.volume_header(vol)[0])
+        else:
+            vol = write_random_map(work / "input.mrc", shape)
+        if args.pair and not args.inputs:
             args.odd_map = write_random_map(work / "odd.mrc", shape, seed=0, noise_seed=1)
         print(f"input {shape} float32 written in {time.perf_counter() - t0:.1f} s", flush=True)
         input_mib = 4.0 * float(np.prod(shape)) / MIB * (2 if args.two_inputs or args.pair else 1)  # both inputs count

@@ -159,3 +159,18 @@ def test_denoise_outputs_on_the_blockwise_paths_equal_the_whole_volume_ones(tmp_
     sw.pop("inputs"), sl.pop("inputs")
     _close(sw, sl)
     assert not list(lg.glob(".cryorestore-scratch*"))
+
+
+@pytest.mark.parametrize("box", [(slice(1, 3), slice(2, 5), slice(100, 700)), (slice(0, 2), slice(0, 8), slice(0, 2048)),
+                                 (slice(3, 4), slice(7, 8), slice(5, 6))])
+def test_touched_bytes_bounds_the_pages_a_box_read_makes_resident(box):
+    """Against the distinct pages of the byte offsets of the box's voxels (numpy): never fewer (the release
+    must not come late), at most one page per row more."""
+    shape, item = (4, 8, 2048), 4
+    idx = np.indices(shape)[(slice(None),) + box].reshape(3, -1)
+    offsets = np.ravel_multi_index(idx, shape) * item
+    exact = len(np.unique(offsets // blockwise.PAGE_BYTES)) * blockwise.PAGE_BYTES
+    part = [s.stop - s.start for s in box]
+    got = blockwise.touched_bytes(part, shape, item)
+    rows = part[0] * part[1]
+    assert exact <= got <= exact + rows * blockwise.PAGE_BYTES

@@ -115,8 +115,27 @@ def read(volume: ArrayLike, key: tuple) -> np.ndarray:
     return np.array(part, dtype=np.float32, copy=True)
 
 
+#: bytes per memory page (what a read of part of a row makes resident)
+PAGE_BYTES = mmap.PAGESIZE
+
+
+def touched_bytes(part: Sequence[int], shape: Sequence[int], itemsize: int) -> int:
+    """Bytes of memory-map pages a read of a box of ``part`` voxels from a C-ordered map of ``shape``
+    makes resident: whole rows when the box spans the map's last axis, else a page or two per row
+    (a 128³ box of a 1024-wide float32 map holds 8 MiB but touches 64 MiB of pages)."""
+    part = [int(n) for n in part] or [1]
+    if len(part) < len(shape):
+        part = [1] * (len(shape) - len(part)) + part
+    rows = int(np.prod(part[:-1], dtype=np.int64))
+    row_bytes = part[-1] * int(itemsize)
+    if part[-1] >= int(shape[-1]):
+        return rows * row_bytes
+    return rows * (-(-row_bytes // PAGE_BYTES) + 1) * PAGE_BYTES
+
+
 class PageReleasing:
-    """A read view of ``volume`` that releases its memory map's pages every ``every`` bytes read.
+    """A read view of ``volume`` that releases its memory map's pages every ``every`` bytes of pages read
+    (:func:`touched_bytes`: a box narrower than the map touches far more pages than it holds).
 
     Supports what tiled prediction and the slab loops use: ``shape``, ``dtype``, ``ndim`` and basic
     slicing (returning a copied ndarray in the map's dtype)."""
@@ -127,7 +146,7 @@ class PageReleasing:
 
     def __getitem__(self, key) -> np.ndarray:
         out = np.array(self.volume[key], copy=True)
-        self._read += out.nbytes
+        self._read += touched_bytes(out.shape, self.shape, out.itemsize)
         if self._read >= self.every:
             release_pages(self.volume)
             self._read = 0
@@ -449,13 +468,16 @@ def open_map(path, level: int = 0, bin: int = 1, *, check_finite: bool = True):
 
 def write_map(path, volume: ArrayLike, voxel_size: float):
     """Write ``volume`` (z, y, x) as :func:`cryorestore.volume_io.write_volume` does (an OME-Zarr pyramid
-    when ``path`` ends in ``.zarr``, else MRC; atomically), but an MRC of a lazy view or memory map
-    slab by slab (:func:`write_mrc_slabs`) instead of through a whole float32 copy. Returns the path."""
+    when ``path`` ends in ``.zarr``, else MRC; atomically), but an MRC of a lazy view, a memory map or a
+    large array (:func:`is_large`) slab by slab (:func:`write_mrc_slabs`, header statistics accumulated per
+    slab) instead of through whole-volume temporaries (mrcfile's statistics allocate a full-size copy).
+    Returns the path."""
     from pathlib import Path
 
     from cryorestore import volume_io
 
-    if isinstance(volume, np.ndarray) and not isinstance(volume, np.memmap) or volume_io.is_zarr(path) \
+    in_memory = isinstance(volume, np.ndarray) and not isinstance(volume, np.memmap)
+    if (in_memory and not is_large(volume.shape)) or volume_io.is_zarr(path) \
             or str(path).rstrip("/").lower().endswith(volume_io.ZARR_SUFFIX):
         return volume_io.write_volume(path, volume, voxel_size)
     write_mrc_slabs(path, volume, voxel_size)
