@@ -216,7 +216,10 @@ def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | Non
     (:func:`cryorestore.presets.inference_values`; no test-time augmentation and the plain mean for a
     model trained without one), so ``predict`` gives the map ``denoise`` gives. ``uncertainty`` (needs
     ``odd``) also writes :func:`uncertainty_path` (:func:`cryorestore.ensemble.uncertainty_map` of the
-    combination's map of each half), which holds two more maps in memory.
+    combination's map of each half), which holds two more maps in memory on small maps; on maps above
+    :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels with ``mean`` or ``mean+lowpass`` one map more on
+    disk only (the half spread, a temporary file beside ``out``, removed after), the uncertainty map
+    written slab by slab (:func:`_restore_halves_bounded`).
     """
     from cryorestore.ensemble import UncertaintyOf, uncertainty_map
 
