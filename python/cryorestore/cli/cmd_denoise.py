@@ -186,6 +186,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_TILE_OOM
     stage = outputs.Staged(out_dir)  # the restored map, its provenance, the scores and metrics.json appear together (model/ kept)
     restored_path = write_map(stage.path / f"restored.{args.output_format}", restored, even.voxel_size)
+    if scratch is not None:  # large maps: from here on the restored map is read back from its file, by slabs
+        from cryorestore.blockwise import SignedSumOf
+
+        restored = open_map(str(restored_path), check_finite=False).data
+        halves = [SignedSumOf(restored, scratch.array, 1.0), SignedSumOf(restored, scratch.array, -1.0)]
     from cryorestore import provenance
 
     provenance.write(restored_path, out_dir / "model", {"even": args.even[0], "odd": args.odd[0] if args.odd else None},
