@@ -174,3 +174,18 @@ def test_touched_bytes_bounds_the_pages_a_box_read_makes_resident(box):
     got = blockwise.touched_bytes(part, shape, item)
     rows = part[0] * part[1]
     assert exact <= got <= exact + rows * blockwise.PAGE_BYTES
+
+
+def test_capped_region_keeps_the_slab_axis_and_centres_the_rest():
+    from cryorestore.evaluate import truthfree as tf
+
+    region = tf.slab_region((256, 1024, 1024), 1, 921, 1024)
+    cut = tf.capped_region(region, max_voxels=1 << 23)
+    (z0, z1), (y0, y1), (x0, x1) = cut.box
+    assert (y0, y1) == (921, 1024)  # the held-out axis whole
+    scale = np.sqrt((1 << 23) / (256 * 103 * 1024))
+    assert z1 - z0 == int(256 * scale) and x1 - x0 == int(1024 * scale)
+    assert z0 == (256 - (z1 - z0)) // 2 and x0 == (1024 - (x1 - x0)) // 2
+    assert cut.n_voxels <= 1 << 23 and "central part" in cut.description
+    small = tf.slab_region((32, 64, 64), 1, 50, 64)
+    assert tf.capped_region(small, max_voxels=1 << 23) is small

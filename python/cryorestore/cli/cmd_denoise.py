@@ -255,6 +255,10 @@ def truthfree_block(args: argparse.Namespace, loaded, even: io.Volume, odd: io.V
 
     ge, go = halves
     region = tf.holdout_from_config(loaded.config, even.shape, str(out_dir / "model"), args.even[0], even.data)
+    from cryorestore import blockwise
+
+    if blockwise.is_large(even.shape):  # large maps: the central part of the slab (tf.capped_region)
+        region = tf.capped_region(region)
     row = tf.HalfMaps(ge[region.slices], go[region.slices],
                       f"{loaded.config['method']} network on each half alone, combination "
                       f"'{report['inference']['combine']}' applied to each half's output (restored = their mean)")
@@ -264,7 +268,7 @@ def truthfree_block(args: argparse.Namespace, loaded, even: io.Volume, odd: io.V
     write_dir = out_dir if write_dir is None else write_dir
     tf.write_score(result, params, write_dir, {"inputs": {"even": args.even[0], "odd": args.odd[0],
                                                          "clean": args.clean, "truth": args.truth}})
-    from cryorestore import blockwise, ensemble
+    from cryorestore import ensemble
 
     lazy = not isinstance(ge, np.ndarray)
     unc = ensemble.UncertaintyOf(ge, go) if lazy else tf.uncertainty_map(ge, go)

@@ -132,6 +132,8 @@ def _truthfree_inputs(args: argparse.Namespace, raw: io.Volume, device):
         region = tf.mask_region(m.data, even.shape, args.holdout_mask)
     else:
         region = tf.holdout_from_config(loaded.config, even.shape, args.model, args.even, even.data)
+    if blockwise.is_large(even.shape):  # large maps: the central part of the region (tf.capped_region)
+        region = tf.capped_region(region)
     return even, odd, loaded, region, clean
 
 

@@ -229,6 +229,34 @@ def holdout_from_config(config: Mapping, shape: Sequence[int], model_dir: str = 
                        f"slab {'zyx'[a]} in [{chosen['start']}, {chosen['stop']}) held out in training")
 
 
+#: the held-out region of a map above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels is scored on its
+#: central part of at most this many voxels (:func:`capped_region`)
+SCORE_VOXELS = 1 << 23
+
+
+def capped_region(region: Region, max_voxels: int = SCORE_VOXELS) -> Region:
+    """``region`` itself when it has at most ``max_voxels`` voxels or a mask; else its central part: the
+    region's thinnest axis (a held-out slab's own axis) kept whole, the two others cut to their centred
+    ``n·sqrt(max_voxels / n_voxels)`` voxels. The score's float64 sums and FFTs of the region (and the
+    network run on it plus a margin) then stay bounded on portal-sized maps; the description says so."""
+    if region.mask is not None or region.n_voxels <= max_voxels:
+        return region
+    shape = region.shape
+    thin = int(np.argmin(shape))
+    scale = math.sqrt(max_voxels / region.n_voxels)
+    box = list(region.box)
+    for a in range(3):
+        if a == thin:
+            continue
+        m = max(1, min(shape[a], int(shape[a] * scale)))
+        lo = region.box[a][0] + (shape[a] - m) // 2
+        box[a] = (lo, lo + m)
+    cut = Region(tuple(box), None, "")  # type: ignore[arg-type]
+    where = " x ".join(f"{'zyx'[a]} [{lo}, {hi})" for a, (lo, hi) in enumerate(cut.box))
+    return Region(cut.box, None, f"{region.description}, its central part {where} ({cut.n_voxels} voxels; "
+                                 f"large map: at most {max_voxels} voxels scored)")
+
+
 def training_overlap(config: Mapping, region: Region) -> str | None:
     """A sentence when ``region`` reaches into the part of a training tomogram (of the same shape) where
     the model directory says training boxes lay, else None: the estimate there is biased (optimistic)."""
