@@ -107,6 +107,19 @@ def release_pages(volume: ArrayLike) -> None:
         pass
 
 
+def release_all(*volumes: ArrayLike) -> None:
+    """:func:`release_pages` of every memory map among ``volumes`` (None and other arrays are skipped;
+    the two maps of a :class:`MeanOf` or :class:`SignedSumOf` view too). Commands call it between stages,
+    so that pages one stage read leave the process before the next one allocates."""
+    for v in volumes:
+        if v is None:
+            continue
+        inner = [getattr(v, n) for n in ("a", "b", "volume", "source") if hasattr(v, n)]
+        if inner:
+            release_all(*inner)
+        release_pages(v)
+
+
 def read(volume: ArrayLike, key: tuple) -> np.ndarray:
     """``volume[key]`` as a float32 ndarray of its own (never a view of ``volume``: callers may write to it)."""
     part = volume[key]

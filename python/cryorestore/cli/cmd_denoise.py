@@ -253,9 +253,11 @@ def truthfree_block(args: argparse.Namespace, loaded, even: io.Volume, odd: io.V
     from cryorestore import plots
     from cryorestore.evaluate import truthfree as tf
 
-    ge, go = halves
-    region = tf.holdout_from_config(loaded.config, even.shape, str(out_dir / "model"), args.even[0], even.data)
     from cryorestore import blockwise
+
+    ge, go = halves
+    blockwise.release_all(even.data, odd.data, restored, ge, go)  # large maps: earlier stages' pages leave
+    region = tf.holdout_from_config(loaded.config, even.shape, str(out_dir / "model"), args.even[0], even.data)
 
     if blockwise.is_large(even.shape):  # large maps: the central part of the slab (tf.capped_region)
         region = tf.capped_region(region)

@@ -211,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
             _, seg = segmentation.segment_membranes(m_, vs)
             metrics[f"membrane_dice_{name}"] = segmentation.dice(seg, memb)
 
+    blockwise.release_all(*maps.values(), truth, clean)  # large maps: pages read by the figures leave the process
     plots.orthoslices(dict(maps, **({"truth": truth} if truth is not None else {})), fig_dir / "orthoslices.png")
     # large maps: the Fourier slices of the centre crop (at most FOURIER_SLICE_CROP voxels per axis)
     plots.fourier_slices({n: bounded.centre_crop(m, FOURIER_SLICE_CROP) for n, m in maps.items()} if large else maps,
@@ -225,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         if per_map:
             plots.pr_plot(per_map, fig_dir / f"pr_{sp}.png", title=f"Template matching, {sp}: precision-recall")
     tf_text = None
+    blockwise.release_all(*maps.values(), truth, clean)
     if tf_inputs is not None:
         from cryorestore.evaluate import truthfree as tf
 

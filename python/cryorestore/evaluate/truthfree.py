@@ -641,7 +641,10 @@ def run_score(even: np.ndarray, odd: np.ndarray, region: Region, *, loaded=None,
     Returns the result and ``{row: parameters}``."""
     shape = tuple(np.shape(even))
     outer, inner = expanded_box(region, shape, FILTER_MARGIN)
+    from cryorestore import blockwise
+
     eo, oo = (np.asarray(v[outer], dtype=np.float64) for v in (even, odd))
+    blockwise.release_all(even, odd)  # memory-mapped halves: the box's pages leave the process
     maps: dict[str, HalfMaps] = {}
     params: dict[str, dict] = {}
     maps["gaussian"], params["gaussian"] = gaussian_halves(eo, oo, inner, region.mask)
@@ -665,8 +668,9 @@ def run_score(even: np.ndarray, odd: np.ndarray, region: Region, *, loaded=None,
                               "maps of each half given by the user (made elsewhere); scored as given")
     sl = region.slices
     cut = (lambda v: None if v is None else np.asarray(v[sl], dtype=np.float64))
-    result = score_maps(np.asarray(even[sl], dtype=np.float64), np.asarray(odd[sl], dtype=np.float64), maps,
-                        region, tilt_range=tilt_range, clean=cut(clean), truth=cut(truth), block=block,
+    e_r, o_r, c_r, t_r = np.asarray(even[sl], dtype=np.float64), np.asarray(odd[sl], dtype=np.float64), cut(clean), cut(truth)
+    blockwise.release_all(even, odd, clean, truth)
+    result = score_maps(e_r, o_r, maps, region, tilt_range=tilt_range, clean=c_r, truth=t_r, block=block,
                         n_boot=n_boot, seed=seed)
     return result, params
 
