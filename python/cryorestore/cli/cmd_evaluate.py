@@ -214,8 +214,10 @@ def run(args: argparse.Namespace) -> int:
     blockwise.release_all(*maps.values(), truth, clean)  # large maps: pages read by the figures leave the process
     plots.orthoslices(dict(maps, **({"truth": truth} if truth is not None else {})), fig_dir / "orthoslices.png")
     # large maps: the Fourier slices of the centre crop (at most FOURIER_SLICE_CROP voxels per axis)
-    plots.fourier_slices({n: bounded.centre_crop(m, FOURIER_SLICE_CROP) for n, m in maps.items()} if large else maps,
-                         fig_dir / "fourier_slices.png")
+    shown = {n: bounded.centre_crop(m, FOURIER_SLICE_CROP) for n, m in maps.items()} if large else maps
+    blockwise.release_all(*maps.values())
+    plots.fourier_slices(shown, fig_dir / "fourier_slices.png")
+    del shown
     if truth is not None:
         plots.fsc_plot(curves["apod_frequency"], {f"{n} vs truth": curves[f"{n}_vs_truth_apod"] for n in maps},
                        fig_dir / "fsc.png", vs, title="FSC against the truth (apodised centre crop, up to sign)")

@@ -231,7 +231,7 @@ def holdout_from_config(config: Mapping, shape: Sequence[int], model_dir: str = 
 
 #: the held-out region of a map above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels is scored on its
 #: central part of at most this many voxels (:func:`capped_region`)
-SCORE_VOXELS = 1 << 23
+SCORE_VOXELS = 1 << 22
 
 
 def capped_region(region: Region, max_voxels: int = SCORE_VOXELS) -> Region:
@@ -615,9 +615,10 @@ def model_halves(loaded, even: np.ndarray, odd: np.ndarray, region: Region, comb
     kw = dict(tile=tile, overlap=overlap, batch_size=batch_size, device=device, progress=progress, tta=tta)
     fe, fo = predict_volume(loaded, e, **kw), predict_volume(loaded, o, **kw)
     ge, go, params = ensemble.combine_halves(fe, fo, e, o, combine, tuple(loaded.config["tilt_range"]))
+    del fe, fo, e, o
     how = (f"{loaded.config['method']} network on each half alone (tta {tta}), combination '{combine}' "
            f"applied to each half's output")
-    return HalfMaps(ge[inner], go[inner], how), params | {"margin_voxels": margin}
+    return HalfMaps(ge[inner].copy(), go[inner].copy(), how), params | {"margin_voxels": margin}  # the margin freed
 
 
 #: margin (voxels) around the region for the classical filters (four times the widest Gaussian of the grid)
