@@ -10,6 +10,11 @@ most 2.5× the input plus 1 GiB.
     python benchmarks/bench_predict_memory.py --compare-pythonpath OLD/python  # also the other checkout's peak + max diff
     python benchmarks/bench_predict_memory.py --shape 512 1024 1024 --device cuda --net default --tile 96 --json out.json
     python benchmarks/bench_predict_memory.py --shape 24 48 40 --tile 16       # a smoke test
+    python benchmarks/bench_predict_memory.py --pair --shape 64 512 512        # even/odd, default combination + TTA
+
+``--pair`` writes two different maps (even, odd) and predicts them with the default combination
+(``--combine mean+lowpass``: the half maps' FSC over stated crops, the Gaussian low-pass in float32
+chunks) and test-time augmentation (``--tta rot``); the bound then counts both inputs.
 
 ``--compare-pythonpath`` runs the same command with another checkout's package first on
 ``PYTHONPATH`` (e.g. a ``git worktree`` of an older commit) and reports its peak and the largest
@@ -35,6 +40,7 @@ MIB = 1 << 20
 
 NETS = {"tiny": ("msdnet", {"depth": 1, "max_dilation": 1, "checkpointing": False}),
         "small": ("unet", {"depth": 2, "base_channels": 4, "convs_per_block": 1}),
+        "quick": ("unet", {"base_channels": 8, "convs_per_block": 1}),  # the quick preset's network
         "default": ("unet", {})}
 
 
@@ -54,14 +60,20 @@ def build_model_dir(path: Path, net: str, crop: int) -> Path:
     return save_model_dir(path, model, cfg, Normalization(0.1, 1.3))
 
 
-def write_random_map(path: Path, shape: tuple[int, int, int], voxel_size: float = 5.0, seed: int = 0) -> Path:
-    """A float32 (z, y, x) map of Gaussian noise, written slab by slab through a memory map."""
+def write_random_map(path: Path, shape: tuple[int, int, int], voxel_size: float = 5.0, seed: int = 0,
+                     noise_seed: int | None = None) -> Path:
+    """A float32 (z, y, x) map of Gaussian noise, written slab by slab through a memory map; with
+    ``noise_seed`` plus half as much independent noise (the second half map of a pair: FSC about 0.8)."""
     import mrcfile
 
     rng = np.random.default_rng(seed)
+    extra = None if noise_seed is None else np.random.default_rng(noise_seed)
     with mrcfile.new_mmap(path, shape=shape, mrc_mode=2, overwrite=True) as mrc:
         for z in range(shape[0]):
-            mrc.data[z] = rng.standard_normal(shape[1:], dtype=np.float32)
+            plane = rng.standard_normal(shape[1:], dtype=np.float32)
+            if extra is not None:
+                plane += 0.5 * extra.standard_normal(shape[1:], dtype=np.float32)
+            mrc.data[z] = plane
         mrc.voxel_size = voxel_size
     return path
 
@@ -148,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", type=int, default=None, help="default: tile/4")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--two-inputs", action="store_true", help="predict even and odd (the same map twice)")
+    parser.add_argument("--pair", action="store_true",
+                        help="an even/odd pair of different maps, with --combine mean+lowpass and --tta rot")
+    parser.add_argument("--inputs", type=str, nargs=2, default=None, metavar=("EVEN", "ODD"),
+                        help="predict this existing even/odd pair (MRC files or OME-Zarr stores) instead of writing "
+                             "one; implies --pair")
     parser.add_argument("--compare-pythonpath", type=Path, default=None,
                         help="also run another checkout's package (its python/ folder) on the same input")
     parser.add_argument("--workdir", type=Path, default=None, help="where the map, model and outputs go (default: a temp dir)")
@@ -168,13 +185,22 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         model = build_model_dir(work / "model", args.net, crop=max(8, args.tile // 2))
         t0 = time.perf_counter()
-        vol = write_random_map(work / "input.mrc", shape)
+        if args.inputs:
+            sys.path.insert(0, str(REPO_PYTHON))
+            from cryorestore import volume_io
+
+            args.pair, vol, args.odd_map = True, args.inputs[0], args.inputs[1]
+            shape = tuple(int(s) for s in volume_io.volume_header(vol)[0])
+        else:
+            vol = write_random_map(work / "input.mrc", shape)
+        if args.pair and not args.inputs:
+            args.odd_map = write_random_map(work / "odd.mrc", shape, seed=0, noise_seed=1)
         print(f"input {shape} float32 written in {time.perf_counter() - t0:.1f} s", flush=True)
-        input_mib = 4.0 * float(np.prod(shape)) / MIB * (2 if args.two_inputs else 1)  # both inputs count
+        input_mib = 4.0 * float(np.prod(shape)) / MIB * (2 if args.two_inputs or args.pair else 1)  # both inputs count
         bound_mib = 2.5 * input_mib + 1024.0
         result: dict = {"shape": list(shape), "input_mib": input_mib, "bound_mib": bound_mib, "device": args.device,
                         "net": args.net, "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size,
-                        "two_inputs": args.two_inputs, "leave_free_mib": args.leave_free_mib, "runs": {}}
+                        "two_inputs": args.two_inputs, "pair": args.pair, "leave_free_mib": args.leave_free_mib, "runs": {}}
         ok = run_all(args, work, model, vol, input_mib, bound_mib, result)
         result["ok"] = ok
         if args.json:
@@ -195,6 +221,8 @@ def run_all(args: argparse.Namespace, work: Path, model: Path, vol: Path, input_
                  "--batch-size", str(args.batch_size), "--device", args.device, "--no-progress"]
         if args.two_inputs:
             pargs += ["--odd", str(vol)]
+        if args.pair:
+            pargs += ["--odd", str(args.odd_map), "--tta", "rot", "--combine", "mean+lowpass"]
         if args.overlap is not None:
             pargs += ["--overlap", str(args.overlap)]
         info = run_child(Path(pypath), pargs, work / f"report_{name}.json")

@@ -33,6 +33,19 @@ the cube beyond Nyquist radius) get the last shell's weight. Peers weight by ``s
 (Rosenthal & Henderson's ``C_ref``, which maximises the correlation with the truth rather than minimising
 the squared error) — that keeps more high-frequency noise; we use the MSE-optimal weight because PSNR is
 the benchmark's figure.
+
+Large maps
+----------
+Above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels (smaller maps keep the whole-volume
+float64 path above, so their figures do not move) no full-size float64 copy is made: the raw map is
+a lazy view (:class:`cryorestore.blockwise.MeanOf` of the halves, or the full map); the half-map FSC
+is estimated over the stated crops of :func:`cryorestore.blockwise.crop_slices` (up to 8 boxes of at
+most 256³ voxels, the crop's shells); the Gaussian map is a lazy :class:`cryorestore.blockwise.GaussianOf`
+view (exact, computed per slab when written or scored; with a truth each candidate sigma is scored
+from z-slab moments); the Wiener filter is applied by overlap-save in blocks of 128³ with a 16-voxel
+halo (:func:`cryorestore.blockwise.fourier_filter_blockwise`: weights interpolated at each
+coefficient's |f|, the map reflected at its faces where the whole-volume FFT wraps; an approximation)
+into one float32 output.
 """
 
 from __future__ import annotations
@@ -124,9 +137,57 @@ def apply_shell_weights(volume: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out.numpy()
 
 
+def _large_raw(even, odd, full):
+    from cryorestore import blockwise
+
+    if tuple(even.shape) != tuple(odd.shape):
+        raise InputError(f"the half maps differ in shape: {tuple(even.shape)} vs {tuple(odd.shape)}")
+    if full is not None and tuple(full.shape) != tuple(even.shape):
+        raise InputError(f"the full map {tuple(full.shape)} differs in shape from the halves {tuple(even.shape)}")
+    return full if full is not None else blockwise.MeanOf(even, odd)
+
+
+def large_half_map_fsc(even, odd) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Half-map FSC over the stated crops (module doc, "Large maps") and the crop shape of its shells."""
+    from cryorestore import blockwise
+
+    return blockwise.crop_fsc(even, odd)
+
+
+def _large_gaussian_baseline(even, odd, full, truth, sigmas) -> BaselineResult:
+    from cryorestore import blockwise
+
+    raw = _large_raw(even, odd, full)
+    if truth is not None:
+        scores = {}
+        for s_ in sigmas:
+            mom = blockwise.moments([blockwise.GaussianOf(raw, float(s_)), truth])
+            _, _, mse = mom.affine(0, 1)
+            rng = float(mom.maximum[1] - mom.minimum[1])
+            scores[float(s_)] = float("inf") if mse <= 0 else 10.0 * math.log10(rng * rng / mse)
+        sigma = max(scores, key=scores.get)
+        params = {"sigma_voxels": sigma, "chosen_by": "PSNR against the truth (affine grey-level fit)",
+                  "psnr_by_sigma": {f"{s:g}": v for s, v in scores.items()}}
+    else:
+        curve, cshape = large_half_map_fsc(even, odd)
+        f0 = fourier.resolutions(curve, cshape, thresholds=(0.143,))[0.143].frequency
+        sigma = sigma_for_frequency(f0)
+        params = {"sigma_voxels": sigma, "chosen_by": "transfer 1/2 at the half-map FSC=0.143 frequency",
+                  "half_fsc0143": f0, "fsc_crop": list(cshape)}
+    params["raw"] = "full map" if full is not None else "mean of the half maps"
+    return BaselineResult(blockwise.GaussianOf(raw, sigma), params)
+
+
 def gaussian_baseline(even: np.ndarray, odd: np.ndarray, full: np.ndarray | None = None,
                       truth: np.ndarray | None = None, sigmas=SIGMA_GRID) -> BaselineResult:
-    """Gaussian low-pass of the raw map with ``sigma`` chosen as in the module doc."""
+    """Gaussian low-pass of the raw map with ``sigma`` chosen as in the module doc.
+
+    Large maps (module doc): ``volume`` is a lazy :class:`cryorestore.blockwise.GaussianOf` view (read it
+    by slabs, or write it with :func:`cryorestore.blockwise.write_mrc_slabs`)."""
+    from cryorestore import blockwise
+
+    if blockwise.is_large(np.shape(even)):
+        return _large_gaussian_baseline(even, odd, full, truth, sigmas)
     raw = raw_map(even, odd, full)
     if truth is not None:
         sigma, scores = search_sigma(raw, truth, sigmas)
@@ -142,7 +203,23 @@ def gaussian_baseline(even: np.ndarray, odd: np.ndarray, full: np.ndarray | None
 
 
 def wiener_baseline(even: np.ndarray, odd: np.ndarray, full: np.ndarray | None = None) -> BaselineResult:
-    """FSC-weighted half-map Wiener filter of the raw map (module doc)."""
+    """FSC-weighted half-map Wiener filter of the raw map (module doc; large maps: overlap-save blocks,
+    the FSC and ``shell_frequency`` of the crops)."""
+    from cryorestore import blockwise
+
+    if blockwise.is_large(np.shape(even)):
+        raw = _large_raw(even, odd, full)
+        f, cshape = large_half_map_fsc(even, odd)
+        w = wiener_weights(f)
+        freqs = fourier.shell_frequencies(cshape)
+        out = np.empty(tuple(even.shape), dtype=np.float32)
+        blockwise.fourier_filter_blockwise([raw], freqs, [w], out)
+        params = {"formula": "w = clip(2F/(1+F), 0, 1) per shell, F = half-map FSC",
+                  "raw": "full map" if full is not None else "mean of the half maps",
+                  "shell_frequency": freqs.tolist(), "half_fsc": f.tolist(), "weights": w.tolist(),
+                  "fsc_crop": list(cshape),
+                  "applied": f"overlap-save blocks of {blockwise.FILTER_BLOCK} voxels, halo {blockwise.FILTER_HALO}"}
+        return BaselineResult(out, params)
     raw = raw_map(even, odd, full)
     f = half_map_fsc(even, odd)
     w = wiener_weights(f)

@@ -21,6 +21,23 @@ Conventions: volumes are float32 (z, y, x); sizes and positions are in voxels.
 * Normalisation: one mean and standard deviation over all input volumes (all halves of all
   datasets); boxes are stored as ``(v − mean) / std`` and the statistics go into the model
   directory so that predictions come back in the input's grey scale.
+
+Large maps (bounded memory)
+---------------------------
+When any map has more than :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels, no whole-volume
+array is made: the maps stay memory-mapped (or chunked) array-likes and
+
+* the normalisation is estimated (:func:`estimate_normalization`) from :data:`NORM_SAMPLE_ROWS`
+  x-rows per map drawn at seeded random (z, y) without replacement (``4096 × nx`` voxels, e.g. 4 Mi
+  voxels for nx = 1024), each map weighted by its voxel count;
+* the sampling mask is *coarse* (:class:`CoarseCentres`): the volume (reflect-padded where thinner
+  than the box, through index maps) is cut into cells of ``max(3, box // 2)`` voxels per axis (the
+  exact mask's neighbourhood width), read in z-slabs; a cell's standard deviation of the half-set
+  mean stands for the local standard deviation of every centre in it, and the percentile and
+  flatness criteria apply to the cells that hold geometrically allowed centres. Centres are drawn
+  uniformly among the allowed centres of the allowed cells (with replacement), inside the training
+  or validation region exactly as for small maps;
+* boxes are read one at a time from the maps and normalised as they are read.
 """
 
 from __future__ import annotations
@@ -32,7 +49,11 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from cryorestore import blockwise
 from cryorestore.errors import InputError
+
+#: x-rows per map read by :func:`estimate_normalization` (large maps)
+NORM_SAMPLE_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,32 @@ def compute_normalization(volumes: Sequence[np.ndarray]) -> Normalization:
     mean = s / n
     var = max(s2 / n - mean * mean, 0.0)
     std = float(np.sqrt(var))
+    if not np.isfinite(std) or std <= 1e-12 * max(1.0, abs(mean)):
+        raise InputError("the input volumes are constant (standard deviation 0); nothing to restore")
+    return Normalization(float(mean), std)
+
+
+def estimate_normalization(volumes: Sequence, seed: int = 0, rows: int = NORM_SAMPLE_ROWS) -> Normalization:
+    """Mean and standard deviation estimated from ``rows`` whole x-rows per map (all rows when a map has
+    fewer) drawn at seeded random (z, y) positions without replacement; each map's sample is weighted by
+    the map's voxel count. Reads only those rows (pages of a memory map are released as it goes)."""
+    if not volumes:
+        raise InputError("no volumes given to compute normalisation statistics")
+    rng = np.random.default_rng([int(seed), 0x40e])
+    n = s = s2 = 0.0
+    for v in volumes:
+        nz, ny, nx = (int(k) for k in v.shape)
+        k = min(int(rows), nz * ny)
+        picks = np.sort(rng.choice(nz * ny, size=k, replace=False))
+        view = blockwise.page_releasing(v)
+        sample = np.stack([np.asarray(view[int(r) // ny, int(r) % ny, :], dtype=np.float64) for r in picks])
+        weight = float(nz * ny * nx) / sample.size
+        n += weight * sample.size
+        s += weight * float(sample.sum())
+        s2 += weight * float(np.square(sample).sum())
+        blockwise.release_pages(v)
+    mean = s / n
+    std = float(np.sqrt(max(s2 / n - mean * mean, 0.0)))
     if not np.isfinite(std) or std <= 1e-12 * max(1.0, abs(mean)):
         raise InputError("the input volumes are constant (standard deviation 0); nothing to restore")
     return Normalization(float(mean), std)
@@ -228,6 +275,127 @@ def _draw_corners(mask: np.ndarray, k: int, box: int, rng: np.random.Generator) 
     return np.stack(np.unravel_index(pick, mask.shape), axis=1) - box // 2
 
 
+def pad_index(n: int, box: int) -> np.ndarray:
+    """Source index of every position along an axis of ``n`` voxels after :func:`pad_to_box` (same
+    reflections, same rounds)."""
+    idx = np.arange(int(n))
+    while len(idx) < box:  # pad_to_box's rounds, along one axis
+        extra = min(box - len(idx), 2 * (len(idx) - 1))
+        if extra <= 0:
+            raise InputError(f"an axis of {n} voxel cannot be padded to a box of {box}")
+        idx = np.pad(idx, (extra // 2, extra - extra // 2), mode="reflect")
+    return idx
+
+
+class PaddedView:
+    """A (z, y, x) array-like read as :func:`pad_to_box` would pad it, without copying it: basic slicing
+    of the padded coordinates returns a float32 ndarray."""
+
+    def __init__(self, volume, box: int) -> None:
+        self.volume = volume
+        self.index = [pad_index(int(n), int(box)) for n in volume.shape]
+        self.shape = tuple(len(i) for i in self.index)
+        self.ndim, self.dtype = 3, np.dtype(np.float32)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        src, take = [], []
+        for k, idx in zip(key, self.index):
+            sel = idx[k]
+            lo, hi = int(sel.min()), int(sel.max()) + 1
+            src.append(slice(lo, hi))
+            take.append(None if (hi - lo == len(sel) and np.array_equal(sel, np.arange(lo, hi))) else sel - lo)
+        out = blockwise.read(self.volume, tuple(src))
+        for axis, t in enumerate(take):
+            if t is not None:
+                out = np.take(out, t, axis=axis)
+        return out
+
+
+class CoarseCentres:
+    """The allowed box centres of one (padded) volume for large maps (module doc): cells of ``cell``
+    voxels per axis whose standard deviation passes the criteria, each intersected with the centres
+    where the box fits. :meth:`region` restricts them to boxes inside ``[lo, hi)`` along an axis."""
+
+    def __init__(self, volume, box: int, min_std_percentile: float = 5.0) -> None:
+        if not 0.0 <= min_std_percentile < 100.0:
+            raise InputError(f"min_std_percentile must lie in [0, 100), got {min_std_percentile}")
+        self.shape = tuple(int(n) for n in volume.shape)
+        self.box = int(box)
+        self.cell = max(3, self.box // 2)
+        c = self.cell
+        grid = tuple(-(-n // c) for n in self.shape)
+        lo = self.box // 2
+        self.geometric = [(lo, n - (self.box - lo)) for n in self.shape]  # inclusive centre bounds per axis
+        sd = self._cell_std(volume, grid)
+        fits = np.ones(grid, dtype=bool)
+        for axis, (a, b) in enumerate(self.geometric):  # cells holding at least one geometric centre
+            starts = np.arange(grid[axis]) * c
+            ok = (starts <= b) & (np.minimum(starts + c - 1, self.shape[axis] - 1) >= a)
+            view = [1, 1, 1]
+            view[axis] = grid[axis]
+            fits &= ok.reshape(view)
+        allowed = fits.copy()
+        if min_std_percentile > 0 and fits.any():
+            inside = sd[fits]
+            thr = np.percentile(inside, min_std_percentile)
+            floor = 1e-6 * float(np.median(inside))
+            keep = fits & (sd >= thr) & (sd > floor)
+            if keep.any():
+                allowed = keep
+        self.fits, self.allowed = fits, allowed
+
+    def _cell_std(self, volume, grid) -> np.ndarray:
+        c = self.cell
+        s1, s2, cnt = (np.zeros(grid) for _ in range(3))
+        ys, xs = np.arange(0, self.shape[1], c), np.arange(0, self.shape[2], c)
+        for gz, z0 in enumerate(range(0, self.shape[0], c)):
+            slab = np.asarray(volume[z0:z0 + c], dtype=np.float32)
+            for acc, v in ((s1, slab), (s2, np.square(slab))):
+                part = np.add.reduceat(np.add.reduceat(v.sum(axis=0, dtype=np.float64), ys, axis=0), xs, axis=1)
+                acc[gz] += part
+            hz = slab.shape[0]
+            cnt[gz] = hz * np.outer(np.diff(np.append(ys, self.shape[1])), np.diff(np.append(xs, self.shape[2])))
+        mean = s1 / cnt
+        return np.sqrt(np.clip(s2 / cnt - mean * mean, 0.0, None))
+
+    def _boxes(self, cells: np.ndarray, bounds: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) inclusive centre bounds (k, 3) of ``cells`` (k, 3) within ``bounds``."""
+        c = self.cell
+        lo = np.maximum(cells * c, np.array([b[0] for b in bounds]))
+        hi = np.minimum(cells * c + c - 1, np.array([b[1] for b in bounds]))
+        hi = np.minimum(hi, np.array(self.shape) - 1)
+        return lo, hi
+
+    def region(self, axis: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) inclusive centre bounds (k, 3) of the non-empty cell pieces whose boxes lie in
+        ``[lo, hi)`` along ``axis``; every geometric cell when no allowed centre is left there."""
+        bounds = list(self.geometric)
+        a, b = bounds[axis]
+        bounds[axis] = (max(a, lo + self.box // 2), min(b, hi - self.box + self.box // 2))
+        for mask in (self.allowed, self.fits):
+            blo, bhi = self._boxes(np.argwhere(mask), bounds)
+            ok = np.all(bhi >= blo, axis=1)
+            if ok.any():
+                return blo[ok], bhi[ok]
+        return np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64)
+
+
+def _count(pieces: tuple[np.ndarray, np.ndarray]) -> int:
+    lo, hi = pieces
+    return int(np.prod(hi - lo + 1, axis=1).sum()) if len(lo) else 0
+
+
+def _draw_from_pieces(pieces: tuple[np.ndarray, np.ndarray], k: int, box: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` box corners (k, 3) whose centres are uniform over the union of the centre boxes ``pieces``."""
+    lo, hi = pieces
+    sizes = np.prod(hi - lo + 1, axis=1).astype(np.float64)
+    pick = rng.choice(len(lo), size=int(k), p=sizes / sizes.sum())
+    centres = lo[pick] + np.floor(rng.random((int(k), 3)) * (hi[pick] - lo[pick] + 1)).astype(np.int64)
+    return centres - box // 2
+
+
 @dataclass
 class SubtomoSet:
     """Sampled boxes: ``train`` (N, C, E, E, E) and ``val`` (M, C, E, E, E) float32, normalised.
@@ -273,8 +441,10 @@ class SubtomoSampler:
             raise InputError(f"need at least 2 subtomograms (one for validation), got {n_subtomos}")
         if not 0.0 < val_fraction < 1.0:
             raise InputError(f"validation fraction must lie in (0, 1), got {val_fraction}")
-        self.evens = [np.asarray(e, dtype=np.float32) for e in evens]
-        self.odds = None if odds is None else [np.asarray(o, dtype=np.float32) for o in odds]
+        self.large = any(blockwise.is_large(e.shape) for e in evens)
+        keep = (lambda v: v) if self.large else (lambda v: np.asarray(v, dtype=np.float32))  # large: read per box
+        self.evens = [keep(e) for e in evens]
+        self.odds = None if odds is None else [keep(o) for o in odds]
         self.box = int(box)
         self.n_subtomos = int(n_subtomos)
         self.val_fraction = float(val_fraction)
@@ -282,9 +452,13 @@ class SubtomoSampler:
         self.min_std_percentile = float(min_std_percentile)
         self.gap = gap
         vols = self.evens + ([] if self.odds is None else self.odds)
-        self.normalization = normalization or compute_normalization(vols)
+        if normalization is None:
+            normalization = estimate_normalization(vols, self.seed) if self.large else compute_normalization(vols)
+        self.normalization = normalization
 
     def sample(self) -> SubtomoSet:
+        if self.large:
+            return self._sample_large()
         rng = np.random.default_rng([self.seed, 0x5ab])
         norm, b = self.normalization, self.box
         padded: list[list[np.ndarray]] = []
@@ -313,6 +487,41 @@ class SubtomoSampler:
         for j, (i, z, y, x) in enumerate(positions):
             for c, h in enumerate(padded[i]):
                 boxes[j, c] = h[z:z + b, y:y + b, x:x + b]
+        n_train = len(groups[0])
+        return SubtomoSet(train=boxes[:n_train], val=boxes[n_train:], positions=positions, normalization=norm,
+                          splits=splits)
+
+    def _sample_large(self) -> SubtomoSet:
+        """:meth:`sample` for large maps (module doc): coarse mask, boxes read one by one."""
+        rng = np.random.default_rng([self.seed, 0x5ab])
+        norm, b = self.normalization, self.box
+        views: list[list[PaddedView]] = []
+        train_p, val_p, splits = [], [], []
+        for i, e in enumerate(self.evens):
+            halves = [e] if self.odds is None else [e, self.odds[i]]
+            padded = [PaddedView(blockwise.page_releasing(h), b) for h in halves]
+            views.append(padded)
+            mixed = padded[0] if len(padded) == 1 else blockwise.MeanOf(padded[0], padded[1])
+            centres = CoarseCentres(mixed, b, self.min_std_percentile)
+            split = slab_split(padded[0].shape, b, self.val_fraction, self.gap)
+            splits.append(split)
+            train_p.append(centres.region(split.axis, 0, split.train_stop))
+            val_p.append(centres.region(split.axis, split.val_start, padded[0].shape[split.axis]))
+        n_val = min(max(1, int(round(self.val_fraction * self.n_subtomos))), self.n_subtomos - 1)
+        groups = []
+        for pieces, total in ((train_p, self.n_subtomos - n_val), (val_p, n_val)):
+            rows = []
+            counts = np.array([_count(p) for p in pieces], dtype=np.float64)
+            for i, (p, k) in enumerate(zip(pieces, _share(total, counts))):
+                if k > 0:
+                    rows.extend((i, *c) for c in _draw_from_pieces(p, int(k), b, rng))
+            rows_arr = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+            groups.append(rows_arr[rng.permutation(len(rows_arr))])
+        positions = np.concatenate(groups)
+        boxes = np.empty((len(positions), len(views[0]), b, b, b), dtype=np.float32)
+        for j, (i, z, y, x) in enumerate(positions):
+            for c, h in enumerate(views[i]):
+                boxes[j, c] = norm.apply(h[z:z + b, y:y + b, x:x + b])
         n_train = len(groups[0])
         return SubtomoSet(train=boxes[:n_train], val=boxes[n_train:], positions=positions, normalization=norm,
                           splits=splits)

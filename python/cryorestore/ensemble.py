@@ -142,24 +142,38 @@ def combination_weights(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray,
     ``tilt_range`` (degrees about y) restricts the shell sums to the measured coefficients; ``ridge``
     (relative to the Gram matrix's trace) keeps a shell without power solvable.
     """
-    shape = np.shape(even)
-    for name, v in (("f(odd)", f_odd), ("f(even)", f_even), ("odd", odd)):
-        if np.shape(v) != shape:
-            raise InputError(f"{name} {np.shape(v)} differs in shape from the even half {shape}")
-    if len(shape) != 3:
-        raise InputError(f"expected (z, y, x) volumes, got shape {shape}")
+    shape = _check_four(f_even, f_odd, even, odd)
     n = fourier.n_shells(shape)
     idx = fourier.shell_index(shape)
     measured = None if tilt_range is None else fourier.missing_wedge_mask(shape, *tilt_range).double()
     fa, fb, fe, fo = (_spectrum(v) for v in (f_even, f_odd, even, odd))
+    return _solve_weights(_combination_sums(fa, fb, fe, fo, idx, n, shape[2], measured), ridge)
+
+
+def _check_four(f_even, f_odd, even, odd) -> tuple[int, ...]:
+    shape = tuple(np.shape(even))
+    for name, v in (("f(odd)", f_odd), ("f(even)", f_even), ("odd", odd)):
+        if tuple(np.shape(v)) != shape:
+            raise InputError(f"{name} {tuple(np.shape(v))} differs in shape from the even half {shape}")
+    if len(shape) != 3:
+        raise InputError(f"expected (z, y, x) volumes, got shape {shape}")
+    return shape
+
+
+def _combination_sums(fa: torch.Tensor, fb: torch.Tensor, fe: torch.Tensor, fo: torch.Tensor, idx: torch.Tensor,
+                      n: int, nx: int, measured: torch.Tensor | None) -> np.ndarray:
+    """(5, n) shell sums ⟨M,M⟩, ⟨M,R⟩, ⟨R,R⟩, ⟨M,S⟩, ⟨R,S⟩ of the module doc from the four spectra."""
     fm, fr = 0.5 * (fa + fb), 0.5 * (fe + fo)
 
     def dot(p: torch.Tensor, q: torch.Tensor) -> np.ndarray:
-        return fourier.fsc_shell_sums(p, q, idx, n, nx=shape[2], coefficient_weights=measured)[0, 0].numpy()
+        return fourier.fsc_shell_sums(p, q, idx, n, nx=nx, coefficient_weights=measured)[0, 0].numpy()
 
-    mm, mr, rr = dot(fm, fm), dot(fm, fr), dot(fr, fr)
-    ms = 0.5 * (dot(fa, fo) + dot(fb, fe))
-    rs = dot(fe, fo)
+    return np.stack([dot(fm, fm), dot(fm, fr), dot(fr, fr), 0.5 * (dot(fa, fo) + dot(fb, fe)), dot(fe, fo)])
+
+
+def _solve_weights(sums: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    mm, mr, rr, ms, rs = sums
+    n = sums.shape[1]
     alpha, beta = np.ones(n), np.zeros(n)
     for k in range(1, n):
         g = np.array([[mm[k], mr[k]], [mr[k], rr[k]]])
@@ -168,10 +182,46 @@ def combination_weights(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray,
     return alpha, beta
 
 
+def crop_combination_weights(f_even, f_odd, even, odd, tilt_range: tuple[float, float] | None = None,
+                             ridge: float = 1e-9, edge: int | None = None
+                             ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]]:
+    """:func:`combination_weights` with the shell sums added over the crops of
+    :func:`cryorestore.blockwise.crop_slices` (edge ``edge``, default ``blockwise.FSC_CROP``), for maps
+    too large for whole-volume FFTs; also returns the crop shape whose shells the weights have. With
+    the whole map as the one crop the weights are :func:`combination_weights`'s."""
+    from cryorestore import blockwise
+
+    shape = _check_four(f_even, f_odd, even, odd)
+    crops = blockwise.crop_slices(shape, blockwise.FSC_CROP if edge is None else edge)
+    cshape = tuple(s.stop - s.start for s in crops[0])
+    n, idx = fourier.n_shells(cshape), fourier.shell_index(cshape)
+    measured = None if tilt_range is None else fourier.missing_wedge_mask(cshape, *tilt_range).double()
+    views = [blockwise.page_releasing(v) for v in (f_even, f_odd, even, odd)]
+    sums = np.zeros((5, n))
+    for crop in crops:
+        sums += _combination_sums(*(blockwise.crop_spectra(v, crop) for v in views), idx, n, cshape[2], measured)
+    alpha, beta = _solve_weights(sums, ridge)
+    return alpha, beta, cshape
+
+
 def calibrated_combination(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray, odd: np.ndarray,
                            tilt_range: tuple[float, float] | None = None) -> Combination:
-    """``α_k M + β_k R`` per shell (module doc) from the network outputs and the half maps."""
-    shape = np.shape(even)
+    """``α_k M + β_k R`` per shell (module doc) from the network outputs and the half maps.
+
+    Maps larger than :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels: the weights come from the
+    stated crops (:func:`crop_combination_weights`, shells of the crop) and the per-shell filter is
+    applied by overlap-save in blocks (:func:`cryorestore.blockwise.fourier_filter_blockwise`, float64
+    blocks, float32 output); ``shell_frequency`` then lists the crop's shells."""
+    from cryorestore import blockwise
+
+    shape = tuple(np.shape(even))
+    if blockwise.is_large(shape):
+        alpha, beta, cshape = crop_combination_weights(f_even, f_odd, even, odd, tilt_range)
+        freqs = fourier.shell_frequencies(cshape)
+        out = np.empty(shape, dtype=np.float32)
+        blockwise.fourier_filter_blockwise([blockwise.MeanOf(f_even, f_odd), blockwise.MeanOf(even, odd)], freqs,
+                                           [alpha, beta], out)
+        return Combination(out, freqs.tolist(), alpha.tolist(), beta.tolist())
     alpha, beta = combination_weights(f_even, f_odd, even, odd, tilt_range)
     idx = fourier.shell_index(shape).clamp(max=len(alpha) - 1)
     a, b = torch.from_numpy(alpha)[idx], torch.from_numpy(beta)[idx]
@@ -191,7 +241,8 @@ def mean_of(outputs: Sequence[np.ndarray]) -> np.ndarray:
 LOWPASS_FSC = 0.143
 
 
-def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray, threshold: float = LOWPASS_FSC) -> np.ndarray:
+def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray, threshold: float = LOWPASS_FSC,
+                     inplace: bool = False) -> np.ndarray:
     """``volume`` low-passed (float32) by the Gaussian whose transfer ``exp(−2π²σ²f²)`` is 1/2 at the
     frequency where the half maps' FSC first drops below ``threshold`` (no truth involved).
 
@@ -202,18 +253,41 @@ def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray, thre
     ``clean.mrc`` on the sampled region, ``benchmarks/RESULTS.md`` "Choosing the final low-pass"): 0.143
     gave 41.86 / 42.48 dB against the best Gaussian's 41.32 / 41.72, where 0.5 gave 39.94 / 40.68. 0.5
     scores higher against the specimen's potential (36.54 against 35.34 dB on seed 0, affine fit), which
-    rewards heavy smoothing (a Gaussian of σ 2 is the best Gaussian there)."""
-    from cryorestore import baseline
+    rewards heavy smoothing (a Gaussian of σ 2 is the best Gaussian there).
 
-    return baseline.gaussian_lowpass(volume, half_fsc_lowpass_sigma(even, odd, threshold)).astype(np.float32)
+    Maps larger than :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels: the half-map FSC is
+    estimated over the crops of :func:`cryorestore.blockwise.crop_slices` (up to 8 boxes of at most
+    256³ voxels) and the Gaussian is applied in float32 by chunks (:func:`cryorestore.blockwise.
+    gaussian_inplace`), into ``volume`` itself when ``inplace`` (a writable float32 array), so no
+    whole-volume FFT or float64 copy is made. Smaller maps: whole-volume float64, as before (with
+    ``inplace`` the result is copied into ``volume``)."""
+    from cryorestore import baseline, blockwise
+
+    sigma = half_fsc_lowpass_sigma(even, odd, threshold)
+    if not blockwise.is_large(np.shape(even)):
+        out = baseline.gaussian_lowpass(volume, sigma).astype(np.float32)
+        if inplace:
+            volume[...] = out
+            return volume
+        return out
+    own = inplace and isinstance(volume, np.ndarray) and volume.dtype == np.float32 and volume.flags.writeable
+    out = volume if own else np.array(volume, dtype=np.float32)
+    return blockwise.gaussian_inplace(out, sigma)
 
 
 def half_fsc_lowpass_sigma(even: np.ndarray, odd: np.ndarray, threshold: float = LOWPASS_FSC) -> float:
     """Width (voxels) of :func:`half_fsc_lowpass`'s Gaussian: transfer 1/2 where the half maps' FSC first
-    drops below ``threshold``."""
-    from cryorestore import baseline
+    drops below ``threshold``. Maps larger than :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels:
+    the FSC is estimated over the stated crops of :func:`cryorestore.blockwise.crop_fsc` (the curve has
+    the crop's shells), never a whole-volume FFT."""
+    from cryorestore import baseline, blockwise
 
-    f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), np.shape(even), thresholds=(threshold,))[threshold]
+    shape = tuple(np.shape(even))
+    if blockwise.is_large(shape):
+        curve, cshape = blockwise.crop_fsc(even, odd)
+        f0 = fourier.resolutions(curve, cshape, thresholds=(threshold,))[threshold]
+        return baseline.sigma_for_frequency(f0.frequency)
+    f0 = fourier.resolutions(baseline.half_map_fsc(even, odd), shape, thresholds=(threshold,))[threshold]
     return baseline.sigma_for_frequency(f0.frequency)
 
 
@@ -232,7 +306,7 @@ def combine_outputs(outputs: Sequence[np.ndarray], even: np.ndarray, odd: np.nda
         return mean_of(outputs)
     if mode == "calibrated":
         return calibrated_combination(outputs[0], outputs[1], even, odd, tilt_range).volume
-    return half_fsc_lowpass(mean_of(outputs), even, odd)
+    return half_fsc_lowpass(mean_of(outputs), even, odd, inplace=True)
 
 
 def combine_halves(f_even: np.ndarray, f_odd: np.ndarray, even: np.ndarray, odd: np.ndarray, mode: str,
@@ -292,3 +366,33 @@ def uncertainty_map(g_even: np.ndarray, g_odd: np.ndarray, window: int = UNCERTA
         v = ndimage.uniform_filter(d * d, size=window, mode="reflect")
         out[z0:z1] = np.sqrt(np.clip(v[z0 - h0:z1 - h0], 0.0, None))
     return out
+
+
+class UncertaintyOf:
+    """:func:`uncertainty_map` of ``g_even``/``g_odd`` (array-likes with basic slicing, e.g. lazy views of
+    :mod:`cryorestore.blockwise`) computed for the region asked for only: the region grown by the
+    window's reach (``window // 2`` below, ``(window − 1) // 2`` above, clipped at the map's faces, where
+    ``uniform_filter`` reflects as on the whole map) is read, filtered in float64 and cropped back, so a
+    slab costs a slab. :func:`cryorestore.blockwise.write_map` writes it slab by slab."""
+
+    def __init__(self, g_even, g_odd, window: int = UNCERTAINTY_WINDOW) -> None:
+        if tuple(np.shape(g_even)) != tuple(np.shape(g_odd)):
+            raise InputError(f"the two half outputs differ in shape: {np.shape(g_even)} vs {np.shape(g_odd)}")
+        if window < 1:
+            raise InputError(f"the uncertainty window must be at least 1 voxel, got {window}")
+        self.g_even, self.g_odd, self.window = g_even, g_odd, int(window)
+        self.shape, self.dtype, self.ndim = tuple(int(s) for s in np.shape(g_even)), np.dtype(np.float32), 3
+
+    def __getitem__(self, key) -> np.ndarray:
+        from cryorestore import blockwise
+
+        sl = blockwise._norm_key(key, self.shape)
+        lo = [max(0, s.start - self.window // 2) for s in sl]
+        hi = [min(n, s.stop + (self.window - 1) // 2) for s, n in zip(sl, self.shape)]
+        grown = tuple(slice(a, b) for a, b in zip(lo, hi))
+        d = 0.5 * (blockwise.read(self.g_even, grown).astype(np.float64) - blockwise.read(self.g_odd, grown))
+        v = ndimage.uniform_filter(d * d, size=self.window, mode="reflect")
+        core = tuple(slice(s.start - a, s.stop - a) for s, a in zip(sl, lo))
+        out = np.sqrt(np.clip(v[core], 0.0, None)).astype(np.float32)
+        return blockwise._squeeze_ints(key, out)
+

@@ -38,14 +38,22 @@ def _limits(a: np.ndarray) -> tuple[float, float]:
 
 
 def orthoslices(maps: Mapping[str, np.ndarray], path: io.PathLike, title: str | None = None) -> Path:
-    """Central XY, XZ, YZ slices of each map, one row per map (grey levels from its 1–99th percentile)."""
+    """Central XY, XZ, YZ slices of each map, one row per map (grey levels from its 1–99th percentile; for
+    maps above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels, the percentiles of the three slices)."""
     names = list(maps)
     fig, axes = plt.subplots(len(names), 3, figsize=(11, 2.8 * len(names)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1, 0.6]})
+    from cryorestore import blockwise
+
     for r, name in enumerate(names):
-        vol = np.asarray(maps[name], dtype=np.float32)
-        vmin, vmax = _limits(vol)
-        for c, (img, lab) in enumerate(zip(_central(vol), ("XY", "XZ", "YZ"))):
+        if blockwise.is_large(np.shape(maps[name])):  # large maps: the three slices only, read by slabs
+            slices = blockwise.central_slices(maps[name])
+            vmin, vmax = _limits(np.concatenate([s.ravel() for s in slices]))
+        else:
+            vol = np.asarray(maps[name], dtype=np.float32)
+            vmin, vmax = _limits(vol)
+            slices = _central(vol)
+        for c, (img, lab) in enumerate(zip(slices, ("XY", "XZ", "YZ"))):
             ax = axes[r, c]
             ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest")
             ax.set_title(f"{name} {lab}", fontsize=9)

@@ -14,7 +14,11 @@ the one accumulator.
 Memory: the device holds the network and one batch of tiles (halved on out-of-memory; when one
 tile does not fit, :class:`~cryorestore.tiling.TileOutOfMemoryError`, which ``cryorestore predict``
 reports with exit code :data:`EXIT_TILE_OOM`); the host holds the output (float32) besides the
-memory-mapped input (or the OME-Zarr input in memory). Sizes are in voxels; volumes are (z, y, x) float32.
+memory-mapped MRC input, whose pages are released as the tiles pass on maps larger than
+:data:`cryorestore.blockwise.BLOCKWISE_VOXELS` (an OME-Zarr input is read into memory once, as float32).
+The default combination (``mean+lowpass``) low-passes that output in place, in float32 chunks, with the
+half-map FSC estimated over stated crops (:func:`cryorestore.ensemble.half_fsc_lowpass`), so it adds no
+whole-volume copy. Sizes are in voxels; volumes are (z, y, x) float32.
 """
 
 from __future__ import annotations
@@ -86,7 +90,11 @@ def predict_mean(loaded: LoadedModel, volumes: Sequence[np.ndarray], tile: int |
 
     turns = method_class(loaded.config["method"]).tta_quarter_turns
     fn = with_tta(network_fn(model, dev, amp), tta, turns)
+    from cryorestore import blockwise
+
     for i, v in enumerate(volumes):
+        if blockwise.is_large(shape):  # a memory-mapped input's pages leave the process as the tiles pass
+            v = blockwise.page_releasing(v)
         desc = "tiles" if len(volumes) == 1 else f"tiles {i + 1}/{len(volumes)}"
         batch_size = accumulate_tiles(grid, v, fn, acc, batch_size=batch_size, device=dev, prepare=norm.apply,
                                       progress=progress, desc=desc)
@@ -105,13 +113,19 @@ def predict_volume(loaded: LoadedModel, volume: np.ndarray, tile: int | None = N
 
 
 def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None, combine: str = "mean",
-            halves: bool = False, **kwargs):
+            halves: bool = False, scratch_dir: str | Path | None = None, **kwargs):
     """The restored map from the network's outputs over the method's prediction inputs, combined by
     :func:`cryorestore.ensemble.combine_outputs` (``mean``: cryoCARE's mean of f(even) and f(odd)).
 
     ``halves`` (with ``odd``): return ``(restored, g(even), g(odd))``, the combination split into a map of
     each half (:func:`cryorestore.ensemble.combine_halves`; ``restored`` is their mean), which the
-    truth-free score and the uncertainty map need; the network runs once per half as without it."""
+    truth-free score and the uncertainty map need; the network runs once per half as without it.
+
+    With ``scratch_dir`` on maps above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels and the
+    ``mean`` or ``mean+lowpass`` combination, the halves are kept in bounded memory
+    (:func:`_restore_halves_bounded`): ``g(even)`` and ``g(odd)`` come back as lazy views over the restored
+    map (in memory) and the half spread (a temporary file in ``scratch_dir``), and a fourth item, the
+    :class:`cryorestore.blockwise.ScratchMap` to ``close()`` once they are no longer read."""
     from cryorestore import ensemble
     from cryorestore.methods import method_class
 
@@ -120,6 +134,10 @@ def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None
     if halves:
         if odd is None or len(inputs) != 2:
             raise InputError("a map of each half needs both half maps")
+        from cryorestore import blockwise
+
+        if scratch_dir is not None and combine in ("mean", "mean+lowpass") and blockwise.is_large(np.shape(even)):
+            return _restore_halves_bounded(loaded, inputs, even, odd, combine, scratch_dir, **kwargs)
         outs = [predict_volume(loaded, v, **kwargs) for v in inputs]
         ge, go, _ = ensemble.combine_halves(outs[0], outs[1], even, odd, combine, tuple(loaded.config["tilt_range"]))
         del outs
@@ -131,8 +149,48 @@ def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None
         return ensemble.combine_outputs(outs, even, odd, combine, tuple(loaded.config["tilt_range"]))
     mean = predict_mean(loaded, inputs, **kwargs)  # one streaming accumulator for every input
     if combine == "mean+lowpass" and odd is not None and len(inputs) == 2:
-        return ensemble.half_fsc_lowpass(mean, even, odd)
+        return ensemble.half_fsc_lowpass(mean, even, odd, inplace=True)  # large maps: crop FSC, float32 chunks
     return mean
+
+
+def _restore_halves_bounded(loaded: LoadedModel, inputs: Sequence, even, odd, combine: str,
+                            scratch_dir: str | Path, **kwargs):
+    """``restore(..., halves=True)`` on a large map holding one full-size map in memory.
+
+    f(even) is predicted into memory, copied into a temporary file (:class:`cryorestore.blockwise.ScratchMap`
+    in ``scratch_dir``) and freed; f(odd) is predicted into memory; then, z-slab by z-slab, the memory
+    array becomes the mean ``P = (f(e) + f(o)) / 2`` and the file the half spread ``D = (f(e) − f(o)) / 2``
+    (the file's pages released as it goes). ``mean+lowpass``: both are low-passed in place by the Gaussian
+    of :func:`cryorestore.ensemble.half_fsc_lowpass_sigma` (half-map FSC over the stated crops), in
+    float32 chunks (:func:`cryorestore.blockwise.gaussian_inplace`); the filter is linear, so ``P ± D``
+    are :func:`cryorestore.ensemble.combine_halves`'s ``g(e)``, ``g(o)`` (to float32 rounding).
+    Returns ``(P, g(e), g(o), scratch)`` with ``g(e) = P + D``, ``g(o) = P − D`` lazy
+    (:class:`cryorestore.blockwise.SignedSumOf`)."""
+    from cryorestore import blockwise, ensemble
+
+    shape = tuple(int(s) for s in np.shape(even))
+    scratch = blockwise.ScratchMap(shape, scratch_dir)
+    try:
+        fe = predict_volume(loaded, inputs[0], **kwargs)
+        blockwise.copy_slabs(fe, scratch.array)
+        del fe
+        mean = predict_volume(loaded, inputs[1], **kwargs)  # f(odd), turned into the mean below
+        spread = scratch.array
+        for z0, z1 in blockwise.z_slabs(shape):
+            fe_slab = np.array(spread[z0:z1], dtype=np.float32)
+            fo_slab = mean[z0:z1]
+            spread[z0:z1] = (fe_slab - fo_slab) * np.float32(0.5)
+            fo_slab += fe_slab
+            fo_slab *= np.float32(0.5)
+            blockwise.release_pages(spread)
+        if combine == "mean+lowpass":
+            sigma = ensemble.half_fsc_lowpass_sigma(even, odd)
+            blockwise.gaussian_inplace(mean, sigma)
+            blockwise.gaussian_inplace(spread, sigma)
+    except BaseException:
+        scratch.close()
+        raise
+    return mean, blockwise.SignedSumOf(mean, spread, 1.0), blockwise.SignedSumOf(mean, spread, -1.0), scratch
 
 
 def uncertainty_path(out: str | Path) -> Path:
@@ -158,9 +216,12 @@ def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | Non
     (:func:`cryorestore.presets.inference_values`; no test-time augmentation and the plain mean for a
     model trained without one), so ``predict`` gives the map ``denoise`` gives. ``uncertainty`` (needs
     ``odd``) also writes :func:`uncertainty_path` (:func:`cryorestore.ensemble.uncertainty_map` of the
-    combination's map of each half), which holds two more maps in memory.
+    combination's map of each half), which holds two more maps in memory on small maps; on maps above
+    :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels with ``mean`` or ``mean+lowpass`` one map more on
+    disk only (the half spread, a temporary file beside ``out``, removed after), the uncertainty map
+    written slab by slab (:func:`_restore_halves_bounded`).
     """
-    from cryorestore.ensemble import uncertainty_map
+    from cryorestore.ensemble import UncertaintyOf, uncertainty_map
 
     if uncertainty and odd is None:
         raise InputError("--uncertainty needs --odd: the spread of the restorations of the two half maps")
@@ -173,10 +234,13 @@ def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | Non
     preset = loaded.config.get("preset")
     chosen = inference_values(preset) if preset else {"tta": "none", "combine": "mean"}
     chosen |= {k: v for k, v in (("tta", tta), ("combine", combine)) if v is not None}
-    ve = volume_io.read_volume(even, zarr_level, bin, lazy=True)
+    from cryorestore import blockwise
+
+    # large MRC maps: memory-mapped, the NaN/Inf check made by slabs releasing the pages it read
+    ve = blockwise.open_map(even, zarr_level, bin)
     vo = None
     if odd is not None:
-        vo = volume_io.read_volume(odd, zarr_level, bin, lazy=True)
+        vo = blockwise.open_map(odd, zarr_level, bin)
         io.check_same_grid(ve, vo, str(even), str(odd))
     voxel_size = ve.voxel_size
     note = volume_io.voxel_note(loaded.config.get("voxel_size"), voxel_size, bin)
@@ -186,14 +250,20 @@ def predict_files(model_dir: str | Path, even: str | Path, odd: str | Path | Non
     # decode a chunk many times, and fetch it as often from a remote store); MRC files stay memory-mapped
     e_data = ve.data if isinstance(ve.data, np.ndarray) else volume_io.read_all(ve.data)
     o_data = None if vo is None else vo.data if isinstance(vo.data, np.ndarray) else volume_io.read_all(vo.data)
-    unc = None
-    if uncertainty:
-        result, ge, go = restore(loaded, e_data, o_data, device=device, halves=True, **chosen, **kwargs)
-        unc = uncertainty_map(ge, go)
+    unc = scratch = None
+    if uncertainty:  # large maps: the half spread on disk beside the output, the map written slab by slab
+        result, ge, go, *rest = restore(loaded, e_data, o_data, device=device, halves=True,
+                                        scratch_dir=Path(out).parent, **chosen, **kwargs)
+        scratch = rest[0] if rest else None
+        unc = UncertaintyOf(ge, go) if scratch is not None else uncertainty_map(ge, go)
         del ge, go
     else:
         result = restore(loaded, e_data, o_data, device=device, **chosen, **kwargs)
     del ve, vo, e_data, o_data  # the last references to the maps: the input pages leave memory before the output is written
-    if unc is not None:
-        io.write_mrc(uncertainty_path(out), unc, voxel_size)
-    return volume_io.write_volume(out, result, voxel_size)
+    try:
+        if unc is not None:
+            blockwise.write_map(uncertainty_path(out), unc, voxel_size)
+    finally:
+        if scratch is not None:
+            scratch.close()
+    return blockwise.write_map(out, result, voxel_size)

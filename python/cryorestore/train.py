@@ -150,15 +150,19 @@ class TrainResult:
 
 def load_volumes(config: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray] | None, float]:
     """Read the even (and odd) maps (MRC or OME-Zarr level ``config.zarr_level``, Fourier-binned by
-    ``config.bin``), check grids, return arrays and the voxel size (Å, binned)."""
-    from cryorestore import volume_io
+    ``config.bin``), check grids, return arrays and the voxel size (Å, binned).
+
+    Unbinned maps above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels stay lazy
+    (:func:`cryorestore.blockwise.open_map`: memory-mapped MRC, or an OME-Zarr level read block by
+    block): the sampler reads boxes from them."""
+    from cryorestore.blockwise import open_map
 
     evens, odds = [], None if config.odd is None else []
     voxel = None
     for i, e in enumerate(config.even):
-        ve = volume_io.read_volume(e, config.zarr_level, config.bin)
+        ve = open_map(e, config.zarr_level, config.bin)
         if odds is not None:
-            vo = volume_io.read_volume(config.odd[i], config.zarr_level, config.bin)
+            vo = open_map(config.odd[i], config.zarr_level, config.bin)
             io.check_same_grid(ve, vo, e, config.odd[i])
             odds.append(vo.data)
         if voxel is None:

@@ -12,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from cryorestore import baseline, io, volume_io
+from cryorestore import baseline, io
+from cryorestore.blockwise import open_map, write_map
 from cryorestore.cli.common import add_volume_options
 
 NAME = "baseline"
@@ -29,7 +30,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _read(args: argparse.Namespace, path: str) -> io.Volume:
-    return volume_io.read_volume(path, args.zarr_level, args.bin)
+    """MRC or OME-Zarr level ``--zarr-level``, binned by ``--bin``; maps above
+    :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels stay lazy and are filtered by slabs/blocks."""
+    return open_map(path, args.zarr_level, args.bin)
+
+
+def _write(path: Path, volume, voxel_size: float) -> None:
+    """In-memory maps as before (:func:`io.write_mrc`); lazy views of large maps slab by slab."""
+    write_map(path, volume, voxel_size)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,12 +53,13 @@ def run(args: argparse.Namespace) -> int:
         t = _read(args, args.truth)
         io.check_same_grid(even, t, args.even, args.truth)
         truth = t.data
-    gauss = baseline.gaussian_baseline(even.data, odd.data, full, truth)
-    wien = baseline.wiener_baseline(even.data, odd.data, full)
     out = Path(args.out_dir)
     vs = even.voxel_size
-    io.write_mrc(out / "gaussian.mrc", gauss.volume, vs)
-    io.write_mrc(out / "wiener.mrc", wien.volume, vs)
+    gauss = baseline.gaussian_baseline(even.data, odd.data, full, truth)
+    _write(out / "gaussian.mrc", gauss.volume, vs)  # a lazy view on large maps: written slab by slab
+    gauss.volume = None
+    wien = baseline.wiener_baseline(even.data, odd.data, full)
+    _write(out / "wiener.mrc", wien.volume, vs)
     doc = {"gaussian": gauss.params, "wiener": wien.params, "voxel_size": vs,
            "inputs": {"even": str(args.even), "odd": str(args.odd), "full": args.full, "truth": args.truth,
                       "zarr_level": args.zarr_level, "bin": args.bin}}

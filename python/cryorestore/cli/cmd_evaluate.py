@@ -19,6 +19,12 @@ beside the JSON file, and the table printed after the truth-based one (``--clean
 Maps may be MRC files or OME-Zarr stores (``--zarr-level``); ``--bin`` Fourier-bins every map (and the
 templates) at load and divides the particle positions by the factor; the voxel size in ``metrics.json``
 is then the binned one.
+
+Maps above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels stay memory-mapped and get the
+bounded-memory figures of :mod:`cryorestore.evaluate.bounded` (moments and SSIM by slabs and blocks,
+every whole-map FSC over the stated crops, ``crop_edge`` in the JSON); their orthoslices are read by
+slabs and their Fourier slices are those of the centre crop of at most 128³ voxels. SNR, STA, matching and membranes are
+computed as for small maps (whole-volume work: give them crops of large maps).
 """
 
 from __future__ import annotations
@@ -29,13 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cryorestore import io, outputs, plots, report, volume_io
+from cryorestore import blockwise, io, outputs, plots, report, volume_io
+from cryorestore.blockwise import open_map
 from cryorestore.cli.common import (add_device_option, add_seed_option, add_volume_options, positive, resolve_device,
                                     seed_everything, tilt_range)
 from cryorestore.errors import InputError
-from cryorestore.evaluate import quality, segmentation, snr, species
+from cryorestore.evaluate import bounded, quality, segmentation, snr, species
 
 BASELINES = ("gaussian", "wiener")
+FOURIER_SLICE_CROP = 128  # voxels: the centre crop whose Fourier slices a large map's figure shows
 
 NAME = "evaluate"
 OUTPUT_ARGS = ("out",)  # locked; metrics.json, curves.json and figures/ appear together
@@ -73,8 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _read(args: argparse.Namespace, path: str) -> io.Volume:
-    """A map of the evaluation (MRC or OME-Zarr level ``--zarr-level``), Fourier-binned by ``--bin``."""
-    return volume_io.read_volume(path, args.zarr_level, args.bin)
+    """A map of the evaluation (MRC or OME-Zarr level ``--zarr-level``), Fourier-binned by ``--bin``; maps
+    above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels stay lazy (:func:`blockwise.open_map`)."""
+    return open_map(path, args.zarr_level, args.bin)
 
 
 def _read_maps(args: argparse.Namespace) -> tuple[io.Volume, dict[str, np.ndarray]]:
@@ -107,12 +116,12 @@ def _truthfree_inputs(args: argparse.Namespace, raw: io.Volume, device):
         raise InputError("give the held-out region once: --holdout or --holdout-mask, not both")
     from cryorestore.modeldir import load_model_dir
 
-    even, odd = io.read_mrc(args.even), io.read_mrc(args.odd)
+    even, odd = _read(args, args.even), _read(args, args.odd)  # large maps lazy: the score reads the region
     io.check_same_grid(raw, even, args.raw, args.even)
     io.check_same_grid(even, odd, args.even, args.odd)
     clean = None
     if args.clean:
-        clean = io.read_mrc(args.clean)
+        clean = open_map(args.clean)
         io.check_same_grid(even, clean, args.even, args.clean)
     loaded = load_model_dir(args.model, device)
     if args.holdout:
@@ -123,6 +132,8 @@ def _truthfree_inputs(args: argparse.Namespace, raw: io.Volume, device):
         region = tf.mask_region(m.data, even.shape, args.holdout_mask)
     else:
         region = tf.holdout_from_config(loaded.config, even.shape, args.model, args.even, even.data)
+    if blockwise.is_large(even.shape):  # large maps: the central part of the region (tf.capped_region)
+        region = tf.capped_region(region)
     return even, odd, loaded, region, clean
 
 
@@ -139,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if args.clean:
         if tr is None:
             raise InputError("--clean needs --tilt-range (the PSNR against it counts only the sampled region)")
-        c = io.read_mrc(args.clean)
+        c = open_map(args.clean)
         io.check_same_grid(raw, c, args.raw, args.clean)
         clean = c.data
     particles = io.read_particles(args.particles) if args.particles else None
@@ -171,9 +182,11 @@ def run(args: argparse.Namespace) -> int:
     fig_dir = out.parent / "figures"
     extra = {k: v for k, v in maps.items() if k not in ("raw", "restored")}
 
-    metrics: dict = quality.map_metrics(maps["raw"], maps["restored"], vs, truth=truth, tilt_range=tr, extra=extra,
-                                        clean=clean)
-    curves = quality.map_curves(maps["raw"], maps["restored"], truth, tr, extra=extra, clean=clean)
+    large = blockwise.is_large(raw.shape)  # bounded memory: slabs, blocks and stated crops (evaluate.bounded)
+    scores = bounded if large else quality
+    metrics: dict = scores.map_metrics(maps["raw"], maps["restored"], vs, truth=truth, tilt_range=tr, extra=extra,
+                                       clean=clean)
+    curves = scores.map_curves(maps["raw"], maps["restored"], truth, tr, extra=extra, clean=clean)
     if truth is not None:
         try:
             centres = None if particles is None else io.particle_arrays(particles)[0]
@@ -198,8 +211,13 @@ def run(args: argparse.Namespace) -> int:
             _, seg = segmentation.segment_membranes(m_, vs)
             metrics[f"membrane_dice_{name}"] = segmentation.dice(seg, memb)
 
+    blockwise.release_all(*maps.values(), truth, clean)  # large maps: pages read by the figures leave the process
     plots.orthoslices(dict(maps, **({"truth": truth} if truth is not None else {})), fig_dir / "orthoslices.png")
-    plots.fourier_slices(maps, fig_dir / "fourier_slices.png")
+    # large maps: the Fourier slices of the centre crop (at most FOURIER_SLICE_CROP voxels per axis)
+    shown = {n: bounded.centre_crop(m, FOURIER_SLICE_CROP) for n, m in maps.items()} if large else maps
+    blockwise.release_all(*maps.values())
+    plots.fourier_slices(shown, fig_dir / "fourier_slices.png")
+    del shown
     if truth is not None:
         plots.fsc_plot(curves["apod_frequency"], {f"{n} vs truth": curves[f"{n}_vs_truth_apod"] for n in maps},
                        fig_dir / "fsc.png", vs, title="FSC against the truth (apodised centre crop, up to sign)")
@@ -210,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         if per_map:
             plots.pr_plot(per_map, fig_dir / f"pr_{sp}.png", title=f"Template matching, {sp}: precision-recall")
     tf_text = None
+    blockwise.release_all(*maps.values(), truth, clean)
     if tf_inputs is not None:
         from cryorestore.evaluate import truthfree as tf
 

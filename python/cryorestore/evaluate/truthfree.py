@@ -241,6 +241,34 @@ def holdout_from_config(config: Mapping, shape: Sequence[int], model_dir: str = 
                        f"slab {'zyx'[a]} in [{chosen['start']}, {chosen['stop']}) held out in training")
 
 
+#: the held-out region of a map above :data:`cryorestore.blockwise.BLOCKWISE_VOXELS` voxels is scored on its
+#: central part of at most this many voxels (:func:`capped_region`)
+SCORE_VOXELS = 1 << 22
+
+
+def capped_region(region: Region, max_voxels: int = SCORE_VOXELS) -> Region:
+    """``region`` itself when it has at most ``max_voxels`` voxels or a mask; else its central part: the
+    region's thinnest axis (a held-out slab's own axis) kept whole, the two others cut to their centred
+    ``n·sqrt(max_voxels / n_voxels)`` voxels. The score's float64 sums and FFTs of the region (and the
+    network run on it plus a margin) then stay bounded on portal-sized maps; the description says so."""
+    if region.mask is not None or region.n_voxels <= max_voxels:
+        return region
+    shape = region.shape
+    thin = int(np.argmin(shape))
+    scale = math.sqrt(max_voxels / region.n_voxels)
+    box = list(region.box)
+    for a in range(3):
+        if a == thin:
+            continue
+        m = max(1, min(shape[a], int(shape[a] * scale)))
+        lo = region.box[a][0] + (shape[a] - m) // 2
+        box[a] = (lo, lo + m)
+    cut = Region(tuple(box), None, "")  # type: ignore[arg-type]
+    where = " x ".join(f"{'zyx'[a]} [{lo}, {hi})" for a, (lo, hi) in enumerate(cut.box))
+    return Region(cut.box, None, f"{region.description}, its central part {where} ({cut.n_voxels} voxels; "
+                                 f"large map: at most {max_voxels} voxels scored)")
+
+
 def training_overlap(config: Mapping, region: Region) -> str | None:
     """A sentence when ``region`` reaches into the part of a training tomogram (of the same shape) where
     the model directory says training boxes lay, else None: the estimate there is biased (optimistic)."""
@@ -599,9 +627,10 @@ def model_halves(loaded, even: np.ndarray, odd: np.ndarray, region: Region, comb
     kw = dict(tile=tile, overlap=overlap, batch_size=batch_size, device=device, progress=progress, tta=tta)
     fe, fo = predict_volume(loaded, e, **kw), predict_volume(loaded, o, **kw)
     ge, go, params = ensemble.combine_halves(fe, fo, e, o, combine, tuple(loaded.config["tilt_range"]))
+    del fe, fo, e, o
     how = (f"{loaded.config['method']} network on each half alone (tta {tta}), combination '{combine}' "
            f"applied to each half's output")
-    return HalfMaps(ge[inner], go[inner], how), params | {"margin_voxels": margin}
+    return HalfMaps(ge[inner].copy(), go[inner].copy(), how), params | {"margin_voxels": margin}  # the margin freed
 
 
 #: margin (voxels) around the region for the classical filters (four times the widest Gaussian of the grid)
@@ -625,7 +654,10 @@ def run_score(even: np.ndarray, odd: np.ndarray, region: Region, *, loaded=None,
     Returns the result and ``{row: parameters}``."""
     shape = tuple(np.shape(even))
     outer, inner = expanded_box(region, shape, FILTER_MARGIN)
+    from cryorestore import blockwise
+
     eo, oo = (np.asarray(v[outer], dtype=np.float64) for v in (even, odd))
+    blockwise.release_all(even, odd)  # memory-mapped halves: the box's pages leave the process
     maps: dict[str, HalfMaps] = {}
     params: dict[str, dict] = {}
     maps["gaussian"], params["gaussian"] = gaussian_halves(eo, oo, inner, region.mask)
@@ -649,8 +681,9 @@ def run_score(even: np.ndarray, odd: np.ndarray, region: Region, *, loaded=None,
                               "maps of each half given by the user (made elsewhere); scored as given")
     sl = region.slices
     cut = (lambda v: None if v is None else np.asarray(v[sl], dtype=np.float64))
-    result = score_maps(np.asarray(even[sl], dtype=np.float64), np.asarray(odd[sl], dtype=np.float64), maps,
-                        region, tilt_range=tilt_range, clean=cut(clean), truth=cut(truth), block=block,
+    e_r, o_r, c_r, t_r = np.asarray(even[sl], dtype=np.float64), np.asarray(odd[sl], dtype=np.float64), cut(clean), cut(truth)
+    blockwise.release_all(even, odd, clean, truth)
+    result = score_maps(e_r, o_r, maps, region, tilt_range=tilt_range, clean=c_r, truth=t_r, block=block,
                         n_boot=n_boot, seed=seed)
     return result, params
 
