@@ -185,11 +185,7 @@ def map_metrics(raw, restored, voxel_size: float, truth=None, tilt_range: tuple[
         fourier.check_tilt_range(float(tilt_range[0]), float(tilt_range[1]))
     if truth is not None:
         tc = band_contrast(truth)
-        for name, m in maps.items():
-            for k, v in truth_metrics(m, truth, voxel_size, tilt_range, tc).items():
-                key = f"fsc05_{name}_angstrom" if k == "fsc05_angstrom" else (
-                    f"fsc05_apod_{name}_angstrom" if k == "fsc05_apod_angstrom" else f"{k}_{name}")
-                out[key] = v
+        out.update(quality.truth_metric_rows(maps, lambda m: truth_metrics(m, truth, voxel_size, tilt_range, tc)))
         if tilt_range is not None:
             freqs = fourier.shell_frequencies(cshape)
             out["wedge_freq_min"], out["wedge_freq_max"] = float(freqs[1]), float(freqs[-1])

@@ -50,6 +50,8 @@ almost nothing there (≈ 0); a method that fills in the wedge correctly raises 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 
 import numpy as np
@@ -408,6 +410,20 @@ def truth_metrics(
     return {k: float(v) for k, v in out.items()}
 
 
+def truth_metric_rows(maps: dict[str, np.ndarray],
+                      per_map: Callable[[np.ndarray], dict[str, float]]) -> dict[str, float]:
+    """``per_map(m)`` (a :func:`truth_metrics`-like dict of one map) for every map in ``maps``, under its
+    metrics.json key: ``<figure>_<map>``, the resolutions as ``fsc05_<map>_angstrom`` and
+    ``fsc05_apod_<map>_angstrom``."""
+    out = {}
+    for name, m in maps.items():
+        for k, v in per_map(m).items():
+            key = f"fsc05_{name}_angstrom" if k == "fsc05_angstrom" else (
+                f"fsc05_apod_{name}_angstrom" if k == "fsc05_apod_angstrom" else f"{k}_{name}")
+            out[key] = v
+    return out
+
+
 def map_metrics(
     raw: np.ndarray,
     restored: np.ndarray,
@@ -468,11 +484,7 @@ def map_metrics(
     if truth is not None:
         t = np.asarray(truth, dtype=np.float32)
         truth_contrast = band_contrast(t)
-        for name, m in maps.items():
-            for k, v in truth_metrics(m, t, voxel_size, tilt_range, truth_contrast).items():
-                key = f"fsc05_{name}_angstrom" if k == "fsc05_angstrom" else (
-                    f"fsc05_apod_{name}_angstrom" if k == "fsc05_apod_angstrom" else f"{k}_{name}")
-                out[key] = v
+        out.update(truth_metric_rows(maps, lambda m: truth_metrics(m, t, voxel_size, tilt_range, truth_contrast)))
         if tilt_range is not None:
             freqs = fourier.shell_frequencies(shape)
             out["wedge_freq_min"], out["wedge_freq_max"] = float(freqs[1]), float(freqs[-1])
