@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -382,6 +382,23 @@ class CoarseCentres:
         return np.zeros((0, 3), np.int64), np.zeros((0, 3), np.int64)
 
 
+def _draw_groups(groups, count: Callable, draw: Callable, box: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Box positions for each ``(regions, total)`` of ``groups`` (training, then validation): ``total``
+    boxes shared among the tomograms' regions in proportion to ``count(region)`` (:func:`_share`), drawn
+    by ``draw(region, k, box, rng)``; each group an (n, 4) int64 array of (tomogram, z, y, x) corners in
+    random order."""
+    out = []
+    for regions, total in groups:
+        rows = []
+        counts = np.array([count(r) for r in regions], dtype=np.float64)
+        for i, (r, k) in enumerate(zip(regions, _share(total, counts))):
+            if k > 0:
+                rows.extend((i, *c) for c in draw(r, int(k), box, rng))
+        rows_arr = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+        out.append(rows_arr[rng.permutation(len(rows_arr))])
+    return out
+
+
 def _count(pieces: tuple[np.ndarray, np.ndarray]) -> int:
     lo, hi = pieces
     return int(np.prod(hi - lo + 1, axis=1).sum()) if len(lo) else 0
@@ -473,15 +490,8 @@ class SubtomoSampler:
             train_masks.append(_region_mask(mask, b, split.axis, 0, split.train_stop))
             val_masks.append(_region_mask(mask, b, split.axis, split.val_start, mask.shape[split.axis]))
         n_val = min(max(1, int(round(self.val_fraction * self.n_subtomos))), self.n_subtomos - 1)
-        groups = []
-        for masks, total in ((train_masks, self.n_subtomos - n_val), (val_masks, n_val)):
-            rows = []
-            counts = np.array([m.sum() for m in masks], dtype=np.float64)
-            for i, (m, k) in enumerate(zip(masks, _share(total, counts))):
-                if k > 0:
-                    rows.extend((i, *c) for c in _draw_corners(m, int(k), b, rng))
-            rows_arr = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
-            groups.append(rows_arr[rng.permutation(len(rows_arr))])
+        groups = _draw_groups(((train_masks, self.n_subtomos - n_val), (val_masks, n_val)),
+                              lambda m: m.sum(), _draw_corners, b, rng)
         positions = np.concatenate(groups)
         boxes = np.empty((len(positions), len(padded[0]), b, b, b), dtype=np.float32)
         for j, (i, z, y, x) in enumerate(positions):
@@ -508,15 +518,7 @@ class SubtomoSampler:
             train_p.append(centres.region(split.axis, 0, split.train_stop))
             val_p.append(centres.region(split.axis, split.val_start, padded[0].shape[split.axis]))
         n_val = min(max(1, int(round(self.val_fraction * self.n_subtomos))), self.n_subtomos - 1)
-        groups = []
-        for pieces, total in ((train_p, self.n_subtomos - n_val), (val_p, n_val)):
-            rows = []
-            counts = np.array([_count(p) for p in pieces], dtype=np.float64)
-            for i, (p, k) in enumerate(zip(pieces, _share(total, counts))):
-                if k > 0:
-                    rows.extend((i, *c) for c in _draw_from_pieces(p, int(k), b, rng))
-            rows_arr = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
-            groups.append(rows_arr[rng.permutation(len(rows_arr))])
+        groups = _draw_groups(((train_p, self.n_subtomos - n_val), (val_p, n_val)), _count, _draw_from_pieces, b, rng)
         positions = np.concatenate(groups)
         boxes = np.empty((len(positions), len(views[0]), b, b, b), dtype=np.float32)
         for j, (i, z, y, x) in enumerate(positions):
