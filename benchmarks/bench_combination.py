@@ -72,11 +72,11 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
+    from bench_heldout import tilt_range_of
     from cryorestore import io
     from cryorestore.evaluate import quality
 
-    angles = io.read_tlt(args.data / "tilts.tlt")
-    tilt_range = (float(min(angles)), float(max(angles)))
+    tilt_range = tilt_range_of(args.data)
     even, odd, full, clean, truth = (io.read_mrc(args.data / f"{n}.mrc").data
                                      for n in ("even", "odd", "full", "clean", "ground_truth"))
     fe, fo = network_halves(args.data, args.model, args.tta, args.outputs)
