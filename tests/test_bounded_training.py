@@ -33,6 +33,30 @@ def test_sampled_normalisation_is_close_to_the_exact_one(rng, rows, tol):
     assert full.mean == pytest.approx(exact.mean, rel=1e-9) and full.std == pytest.approx(exact.std, rel=1e-9)
 
 
+def test_sampled_normalisation_reads_a_chunked_store_by_chunk_bands(tmp_path, rng):
+    """From an OME-Zarr level the same rows give the same statistics as from the array itself, and each
+    (z, y) chunk band is read once (row by row, 300 rows of a 40×48×36 map in 16³ chunks took 300 reads)."""
+    pytest.importorskip("zarr")
+    from cryorestore import volume_io
+
+    v = _structured(rng, (40, 48, 36))
+    volume_io.write_ome_zarr(tmp_path / "v.zarr", v, 5.0, chunk_edge=16, min_edge=16)
+    lazy = volume_io.read_volume(tmp_path / "v.zarr", lazy=True).data
+    assert isinstance(lazy, volume_io.LazyLevel) and lazy.chunk_shape == (16, 16, 16)
+    reads = []
+    get = lazy.__getitem__
+    lazy.__class__ = type("Counting", (volume_io.LazyLevel,), {"__getitem__": lambda self, k: reads.append(k) or get(k)})
+    for seed in (0, 3):
+        reads.clear()
+        got = estimate_normalization([lazy], seed=seed, rows=300)
+        want = estimate_normalization([v], seed=seed, rows=300)  # numpy: row by row
+        assert got == want
+        assert 1 <= len(reads) <= 3 * 3  # ceil(40/16) × ceil(48/16) chunk bands
+    exact = data.compute_normalization([v])
+    full = estimate_normalization([lazy], rows=10**9)
+    assert full.mean == pytest.approx(exact.mean, rel=1e-9) and full.std == pytest.approx(exact.std, rel=1e-9)
+
+
 def test_padded_view_reads_like_pad_to_box(rng):
     v = rng.standard_normal((6, 20, 9)).astype(np.float32)
     ref = pad_to_box(v, 14)

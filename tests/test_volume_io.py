@@ -112,6 +112,31 @@ def test_read_portal_store_levels_lazy_and_eager(tmp_path, rng):
     assert ms.paths == ("0", "1", "2") and ms.version == "0.4"
 
 
+def test_lazy_reads_of_a_local_store_decode_one_chunk_at_a_time(tmp_path, rng):
+    """Local stores read with zarr's async concurrency at LOCAL_READ_CONCURRENCY (decoded chunks would pile up
+    in worker threads' malloc arenas, RESULTS); a URL keeps zarr's own setting; the setting is restored."""
+    v = rng.normal(size=(20, 24, 28)).astype(np.float32)
+    store = portal_store(tmp_path / "tomo.zarr", v, 5.0, levels=1)
+    default = zarr.config.get("async.concurrency")
+    seen: list[int] = []
+
+    class Recording:  # wraps the zarr array: records the concurrency in force while a block is read
+        def __init__(self, array):
+            self.array, self.shape, self.dtype = array, array.shape, array.dtype
+
+        def __getitem__(self, key):
+            seen.append(zarr.config.get("async.concurrency"))
+            return self.array[key]
+
+    for path, want in ((store, volume_io.LOCAL_READ_CONCURRENCY), (f"file://{store}", default)):
+        lazy = volume_io.read_volume(path, lazy=True).data
+        assert lazy.concurrency == (None if want == default else want)
+        lazy.array = Recording(lazy.array)
+        np.testing.assert_array_equal(lazy[2:9, 3:17, 5:], v[2:9, 3:17, 5:])
+        assert seen[-1] == want and zarr.config.get("async.concurrency") == default
+    assert volume_io.LOCAL_READ_CONCURRENCY < default
+
+
 def test_nanometre_units_and_leading_axes(tmp_path, rng):
     v = rng.normal(size=(1, 10, 12, 14)).astype(np.float32)
     g = zarr.open_group(str(tmp_path / "t.zarr"), mode="w", zarr_format=2)

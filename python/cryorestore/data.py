@@ -109,8 +109,7 @@ def estimate_normalization(volumes: Sequence, seed: int = 0, rows: int = NORM_SA
         nz, ny, nx = (int(k) for k in v.shape)
         k = min(int(rows), nz * ny)
         picks = np.sort(rng.choice(nz * ny, size=k, replace=False))
-        view = blockwise.page_releasing(v)
-        sample = np.stack([np.asarray(view[int(r) // ny, int(r) % ny, :], dtype=np.float64) for r in picks])
+        sample = _sample_rows(v, picks // ny, picks % ny)
         weight = float(nz * ny * nx) / sample.size
         n += weight * sample.size
         s += weight * float(sample.sum())
@@ -121,6 +120,29 @@ def estimate_normalization(volumes: Sequence, seed: int = 0, rows: int = NORM_SA
     if not np.isfinite(std) or std <= 1e-12 * max(1.0, abs(mean)):
         raise InputError("the input volumes are constant (standard deviation 0); nothing to restore")
     return Normalization(float(mean), std)
+
+
+def _sample_rows(volume, zs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """The whole x-rows ``volume[zs[i], ys[i], :]`` as a (len(zs), nx) float64 array, in the order given.
+
+    A chunked store (``volume.chunk_shape``, e.g. an OME-Zarr level) is read by chunk bands: the rows
+    that share a (z, y) chunk come from one read of the picked rows' bounding box in that band, so each
+    chunk is decoded once, not once per row (4096 rows of a 1024-wide map in 128³ chunks decoded 8
+    chunks per row). A memory map is read row by row, its pages released as it goes."""
+    nx = int(volume.shape[2])
+    chunk = getattr(volume, "chunk_shape", None)
+    if chunk is None:
+        view = blockwise.page_releasing(volume)
+        return np.stack([np.asarray(view[int(z), int(y), :], dtype=np.float64) for z, y in zip(zs, ys)])
+    out = np.empty((len(zs), nx), dtype=np.float64)
+    band = (np.asarray(zs) // int(chunk[0])) * (int(volume.shape[1]) // int(chunk[1]) + 1) + np.asarray(ys) // int(chunk[1])
+    for key in np.unique(band):
+        rows = np.flatnonzero(band == key)
+        z0, z1 = int(zs[rows].min()), int(zs[rows].max()) + 1
+        y0, y1 = int(ys[rows].min()), int(ys[rows].max()) + 1
+        block = np.asarray(volume[z0:z1, y0:y1, :])
+        out[rows] = block[zs[rows] - z0, ys[rows] - y0]
+    return out
 
 
 def pad_to_box(volume: np.ndarray, box: int) -> np.ndarray:

@@ -104,16 +104,28 @@ def notice(message: str) -> None:
 # --------------------------------------------------------------------------------------------
 # lazy float32 view of a zarr level
 # --------------------------------------------------------------------------------------------
+LOCAL_READ_CONCURRENCY = 1
+"""Chunks a read of a local store decodes at once (zarr's ``async.concurrency``, default 10). Decoded
+chunks (8 MiB each at 128³ float32) made concurrently by zarr's worker threads stay in those threads'
+malloc arenas after they are freed: reading the 605 tiles of 64³ of a 256×512×512 store (128³ chunks),
+as prediction does, raised the peak RSS by 241 MiB at 10 and by 89 MiB at 1 (a memory-mapped MRC:
+98 MiB), at the same speed; a whole-map read took 1.9 s against 1.4 s (``benchmarks/RESULTS.md``).
+Remote stores keep zarr's concurrency (latency, not decoding, bounds them)."""
+
+
 class LazyLevel:
     """A (z, y, x) array read from ``array`` (a ``zarr.Array``, possibly with leading size-1 axes) only
     where indexed; every block comes back as float32 numpy and is checked for NaN/Inf (one-line
-    :class:`InputError` naming ``source``) when ``check_finite``."""
+    :class:`InputError` naming ``source``) when ``check_finite``. ``concurrency``: the chunks one read
+    decodes at once (None: zarr's setting; :data:`LOCAL_READ_CONCURRENCY` for local stores)."""
 
-    def __init__(self, array: Any, source: str, lead: int = 0, check_finite: bool = True) -> None:
+    def __init__(self, array: Any, source: str, lead: int = 0, check_finite: bool = True,
+                 concurrency: int | None = None) -> None:
         self.array = array
         self.source = source
         self.lead = int(lead)  # leading non-space axes of size 1, indexed at 0
         self.check_finite = check_finite
+        self.concurrency = concurrency
         self.shape: tuple[int, int, int] = tuple(int(s) for s in array.shape[self.lead:])  # type: ignore[assignment]
         self.dtype = np.dtype(np.float32)
         self.stored_dtype = np.dtype(array.dtype)
@@ -122,11 +134,22 @@ class LazyLevel:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @property
+    def chunk_shape(self) -> tuple[int, int, int]:
+        """The stored (z, y, x) chunk (shard, where sharded) size in voxels: the unit one read decodes."""
+        return tuple(int(c) for c in self.array.chunks[self.lead:])  # type: ignore[return-value]
+
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
             key = (key,)
         try:
-            block = np.asarray(self.array[(0,) * self.lead + key])
+            if self.concurrency is None:
+                block = np.asarray(self.array[(0,) * self.lead + key])
+            else:
+                import zarr
+
+                with zarr.config.set({"async.concurrency": int(self.concurrency)}):
+                    block = np.asarray(self.array[(0,) * self.lead + key])
         except InputError:
             raise
         except Exception as exc:  # network, codec or storage failures while reading chunks
@@ -298,7 +321,8 @@ def _open_zarr_level(path: PathLike, level: int, check_finite: bool) -> tuple[La
     kind = np.dtype(array.dtype).kind
     if kind not in "fiub":
         raise InputError(f"{where} holds {array.dtype} data; a real-valued volume is needed")
-    lazy = LazyLevel(array, where, lead=ms.lead, check_finite=check_finite)
+    lazy = LazyLevel(array, where, lead=ms.lead, check_finite=check_finite,
+                     concurrency=None if is_remote(path) else LOCAL_READ_CONCURRENCY)
     if min(lazy.shape) < 2:
         raise InputError(f"{where} has shape {lazy.shape}; every axis needs at least 2 voxels")
     if kind in "iub":
