@@ -48,6 +48,9 @@ COMMANDS = ("denoise", "baseline", "evaluate")
 STAGES = (
     ("cryorestore.cli.cmd_denoise", "run_training", "train"),
     ("cryorestore.predict", "restore", "predict+combine"),
+    ("cryorestore.predict", "predict_volume", "  network over one map"),
+    ("cryorestore.blockwise", "copy_slabs", "  copy to scratch"),
+    ("cryorestore.blockwise", "gaussian_inplace", "  low-pass in place"),
     ("cryorestore.ensemble", "half_fsc_lowpass", "combine lowpass"),
     ("cryorestore.io", "write_mrc", "write mrc"),
     ("cryorestore.blockwise", "write_mrc_slabs", "write mrc (slabs)"),
@@ -144,6 +147,15 @@ def run_child(pythonpath: Path, cli_args: list[str], report: Path) -> dict:
     return info
 
 
+def _rss_now_mib() -> float:
+    """This process's resident set now (``VmRSS``), MiB; NaN where /proc is missing."""
+    try:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return float("nan")
+    return int(line.split()[1]) / 1024.0
+
+
 def child_main(report: Path, cli_args: list[str]) -> int:
     """Run one cryorestore command in this process with its stages timed; write the stages to ``report``."""
     import functools
@@ -165,7 +177,8 @@ def child_main(report: Path, cli_args: list[str]) -> int:
                 return _fn(*a, **k)
             finally:
                 stages.append({"stage": _label, "seconds": time.perf_counter() - t0,
-                               "peak_rss_so_far_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0})
+                               "peak_rss_so_far_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                               "rss_now_mib": _rss_now_mib()})
 
         setattr(mod, attr, functools.wraps(fn)(wrapped))
     from cryorestore.cli import main as cli_main
@@ -233,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{fmt} {code_name:>3} {cmd:<8}: exit {info['returncode']}, peak RSS {info['peak_rss_mib']:.0f} MiB "
                           f"({info['peak_rss_over_pair']:.2f}x the pair), wall {info['process_wall_s']:.1f} s", flush=True)
                     for st in info.get("stages", []):
-                        print(f"    {st['stage']:<24} {st['seconds']:8.1f} s   peak so far {st['peak_rss_so_far_mib']:7.0f} MiB",
+                        print(f"    {st['stage']:<24} {st['seconds']:8.1f} s   peak so far {st['peak_rss_so_far_mib']:7.0f} MiB"
+                              f"   now {st.get('rss_now_mib', float('nan')):7.0f} MiB",
                               flush=True)
                     if info["returncode"] != 0:
                         ok = False

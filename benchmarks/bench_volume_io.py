@@ -1,6 +1,6 @@
 """Read a tomogram slab by slab: MRC memory map against an OME-Zarr level 0 (cryorestore.volume_io).
 
-    python benchmarks/bench_volume_io.py [--shape 256 1024 1024] [--slab 16] [--dir DIR]
+    python benchmarks/bench_volume_io.py [--shape 256 1024 1024] [--slab 16] [--dir DIR] [--tile 64]
 
 Writes one random float32 volume (z, y, x) as MRC (``io.write_mrc``) and as an OME-Zarr pyramid
 (``volume_io.write_ome_zarr``: zarr format 2, 128³ chunks, Blosc-LZ4), then, each in a fresh
@@ -10,6 +10,15 @@ and sums every slab: wall time and the subprocess's peak resident memory (``VmHW
 map this counts the file pages it touched, which the kernel may drop). A second pass reads the same
 slabs with the page cache warm. Also reports the write times and the sizes on disk. The data are
 deleted at the end.
+
+Two access patterns of the commands, each in a fresh subprocess too:
+
+* prediction's tiles (``--tile`` voxels, overlap tile/4, z slowest, as ``predict.predict_mean`` reads
+  them): from the MRC memory map, and from the OME-Zarr level with one chunk decoded at a time
+  (``volume_io.LOCAL_READ_CONCURRENCY``, the reader's setting for local stores) and with zarr's default
+  concurrency (10); the peak RSS above the opened map (``VmHWM`` − ``VmRSS`` before the reads);
+* training's sampled normalisation (``data.estimate_normalization``, 4096 x-rows): by chunk band (the
+  reader's way for chunked stores) and row by row (each row decodes every chunk it crosses).
 """
 
 from __future__ import annotations
@@ -51,6 +60,48 @@ def _read_child(path: str, slab: int) -> None:
     print(json.dumps(out))
 
 
+def _vm(field: str) -> float:
+    """This process's ``/proc/self/status`` memory field (``VmHWM``, ``VmRSS``) in MiB."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def _pattern_child(path: str, mode: str, arg: str) -> None:
+    """In a subprocess: ``tiles`` (arg: the zarr concurrency, or 'reader') or ``norm`` (arg: 'bands' or
+    'rows'); print JSON with the time, the peak RSS above the opened map and a checksum."""
+    from cryorestore import blockwise, data, volume_io
+    from cryorestore.tiling import TileGrid
+
+    vol = volume_io.read_volume(path, lazy=True, check_finite=False).data
+    if isinstance(vol, volume_io.LazyLevel) and arg not in ("reader", "bands", "rows"):
+        vol.concurrency = int(arg)
+    before = _vm("VmRSS")
+    t0 = time.perf_counter()
+    if mode == "tiles":
+        tile = int(os.environ.get("BENCH_TILE", "64"))
+        grid = TileGrid(vol.shape, tile, tile // 4)
+        src = blockwise.page_releasing(vol) if blockwise.is_large(vol.shape) else vol
+        check = sum(float(np.asarray(grid.read(src, o), dtype=np.float32)[0, 0, 0]) for o in grid.origins.tolist())
+        extra = {"tiles": len(grid)}
+    else:
+        class RowByRow:  # the same map without chunk_shape: estimate_normalization reads it row by row
+            shape = vol.shape
+
+            def __getitem__(self, key):
+                return vol[key]
+
+        norm = data.estimate_normalization([RowByRow() if arg == "rows" else vol])
+        check, extra = norm.mean + norm.std, {"mean": norm.mean, "std": norm.std}
+    out = {"s": time.perf_counter() - t0, "over_MiB": _vm("VmHWM") - before, "check": check, **extra}
+    print(json.dumps(out))
+
+
+def _run_child(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "python")})
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _du(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -60,10 +111,14 @@ def main() -> int:
     ap.add_argument("--shape", type=int, nargs=3, default=[256, 1024, 1024], metavar=("Z", "Y", "X"))
     ap.add_argument("--slab", type=int, default=16, help="z-planes per slab read (default 16)")
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary folder)")
-    ap.add_argument("--child", nargs=2, metavar=("PATH", "SLAB"), help=argparse.SUPPRESS)
+    ap.add_argument("--tile", type=int, default=64, help="prediction tile edge in voxels (default 64)")
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _read_child(args.child[0], int(args.child[1]))
+        if len(args.child) == 3:
+            _pattern_child(*args.child)
+        else:
+            _read_child(args.child[0], int(args.child[1]))
         return 0
 
     import mrcfile
@@ -96,15 +151,30 @@ def main() -> int:
         runs = [("MRC memory map", mrc_path, args.slab), ("OME-Zarr level 0", zarr_path, args.slab),
                 ("OME-Zarr level 0", zarr_path, chunk)]
         for name, path, slab in runs:
-            proc = subprocess.run([sys.executable, __file__, "--child", str(path), str(slab)],
-                                  capture_output=True, text=True, check=True,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT / "python")})
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r = _run_child(str(path), str(slab))
             sums[name] = r["sum"]
             print(f"read   {name:<17} in slabs of {slab:>3} planes: first pass {r['cold_s']:.2f} s, second pass {r['warm_s']:.2f} s, "
                   f"peak RSS {r['peak_rss_MiB']:.0f} MiB")
         a, b = sums.values()
         assert abs(a - b) <= 1e-6 * max(1.0, abs(a)) + 1e-3 * np.sqrt(np.prod(shape)), sums
+        os.environ["BENCH_TILE"] = str(args.tile)
+        tiles = [("MRC memory map", mrc_path, "reader"),
+                 (f"OME-Zarr, {volume_io.LOCAL_READ_CONCURRENCY} chunk at a time (reader)", zarr_path, "reader"),
+                 ("OME-Zarr, zarr's default 10", zarr_path, "10")]
+        checks = set()
+        for name, path, arg in tiles:
+            r = _run_child(str(path), "tiles", arg)
+            checks.add(round(r["check"], 3))
+            print(f"tiles  {name:<40} {r['tiles']} tiles of {args.tile}^3: {r['s']:.1f} s, peak RSS +{r['over_MiB']:.0f} MiB "
+                  "over the opened map")
+        norms = {}
+        for name, path, arg in [("MRC memory map, row by row", mrc_path, "rows"),
+                                ("OME-Zarr, by chunk band (reader)", zarr_path, "bands"),
+                                ("OME-Zarr, row by row", zarr_path, "rows")]:
+            r = _run_child(str(path), "norm", arg)
+            norms[name] = (r["mean"], r["std"])
+            print(f"norm   {name:<40} 4096 rows: {r['s']:.2f} s, mean {r['mean']:.6f}, std {r['std']:.6f}")
+        assert len(checks) == 1 and len(set(norms.values())) == 1, (checks, norms)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

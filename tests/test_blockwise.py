@@ -166,6 +166,38 @@ def test_page_release_keeps_the_data(tmp_path, rng):
     np.testing.assert_array_equal(np.asarray(mm), v)
 
 
+def test_page_release_follows_measured_resident_pages(rng, monkeypatch):
+    """Pages are released when the measured resident file pages grow by ``every``, even when the counted
+    pages stay far below it (a kernel that maps whole large folios per fault); without /proc the count rules."""
+    v = rng.standard_normal((8, 16, 1024)).astype(np.float32)
+    base = 1000 << 20
+    state = {"resident": base}
+
+    class Folios:  # a map whose every read makes 30 MiB resident, all dropped by one release
+        shape, dtype = v.shape, v.dtype
+
+        def __getitem__(self, key):
+            state["resident"] += 30 << 20
+            return v[key]
+
+    released = []
+    monkeypatch.setattr(blockwise, "resident_file_bytes", lambda: state["resident"])
+    monkeypatch.setattr(blockwise, "release_pages", lambda vol: (released.append(vol), state.update(resident=base)))
+    view = blockwise.PageReleasing(Folios(), every=64 << 20)
+    peak = 0
+    for i in range(6):  # each read of one row counts 4 KiB of pages
+        np.testing.assert_array_equal(view[i, 3, :], v[i, 3, :])
+        peak = max(peak, state["resident"] - base)
+    assert blockwise.touched_bytes((1, 1, 1024), v.shape, 4) == 4096
+    assert len(released) == 2 and peak <= 60 << 20  # released at 90 MiB grown, after reads 3 and 6
+    monkeypatch.setattr(blockwise, "resident_file_bytes", lambda: None)  # no /proc: the count alone
+    released.clear()
+    counted = blockwise.PageReleasing(Folios(), every=3 * 4096)
+    for i in range(6):
+        counted[i, 0, :]
+    assert len(released) == 2
+
+
 def test_slabwise_mrc_writer(tmp_path, rng, monkeypatch):
     import mrcfile
 
