@@ -2,8 +2,8 @@
 
 Writes an even/odd pair (a smooth pattern plus independent Gaussian noise, float32, slab by slab,
 never held whole) and the raw mean of the two, then runs, each in a child process whose peak resident
-set size comes from ``os.wait4`` (Linux ``ru_maxrss``, which counts the memory-mapped input pages
-that were read):
+set size is its own ``VmHWM`` (which counts the memory-mapped input pages that were read; ``ru_maxrss``
+from ``os.wait4`` would also carry this process's resident set at the fork):
 
 * ``denoise --preset quick --max-steps 50`` (training, prediction with the preset's test-time
   augmentation and default combination, the metrics and the Gaussian row);
@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_predict_memory import proc_status_mib  # noqa: E402
 
 REPO_PYTHON = Path(__file__).resolve().parents[1] / "python"
 MIB = 1 << 20
@@ -135,25 +138,24 @@ def command_args(name: str, inputs: dict[str, Path], work: Path, tag: str, max_s
 
 
 def run_child(pythonpath: Path, cli_args: list[str], report: Path) -> dict:
-    """Run this script's ``--child`` mode under ``pythonpath``; its peak RSS (os.wait4), exit status and stages."""
+    """Run this script's ``--child`` mode under ``pythonpath``; its peak RSS (the child's VmHWM), exit status
+    and stages."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(report), "--", *cli_args]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     info = json.loads(report.read_text()) if report.is_file() else {}
-    info.update(returncode=os.waitstatus_to_exitcode(status), peak_rss_mib=usage.ru_maxrss / 1024.0,
+    # the child's own VmHWM: wait4's ru_maxrss also carries this process's resident set at the fork
+    info.update(returncode=os.waitstatus_to_exitcode(status),
+                peak_rss_mib=info.get("vm_hwm_mib") or usage.ru_maxrss / 1024.0,
                 process_wall_s=time.perf_counter() - t0)
     return info
 
 
 def _rss_now_mib() -> float:
-    """This process's resident set now (``VmRSS``), MiB; NaN where /proc is missing."""
-    try:
-        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return float("nan")
-    return int(line.split()[1]) / 1024.0
+    now = proc_status_mib("VmRSS")
+    return float("nan") if now is None else now
 
 
 def child_main(report: Path, cli_args: list[str]) -> int:
@@ -177,7 +179,8 @@ def child_main(report: Path, cli_args: list[str]) -> int:
                 return _fn(*a, **k)
             finally:
                 stages.append({"stage": _label, "seconds": time.perf_counter() - t0,
-                               "peak_rss_so_far_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+                               "peak_rss_so_far_mib": proc_status_mib("VmHWM")
+                               or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                                "rss_now_mib": _rss_now_mib()})
 
         setattr(mod, attr, functools.wraps(fn)(wrapped))
@@ -185,7 +188,8 @@ def child_main(report: Path, cli_args: list[str]) -> int:
 
     t0 = time.perf_counter()
     code = cli_main(cli_args)
-    report.write_text(json.dumps({"command_wall_s": time.perf_counter() - t0, "exit": code, "stages": stages}))
+    report.write_text(json.dumps({"command_wall_s": time.perf_counter() - t0, "exit": code, "stages": stages,
+                                  "vm_hwm_mib": proc_status_mib("VmHWM")}))
     return code
 
 
