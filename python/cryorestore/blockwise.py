@@ -63,6 +63,8 @@ FILTER_BLOCK = 128
 FILTER_HALO = 16
 #: bytes read through a :class:`PageReleasing` view between two releases of the map's pages
 RELEASE_BYTES = 64 << 20
+#: planes of a memory map's z-column that :func:`gaussian_inplace` reads or writes at once
+COLUMN_PLANES = 8
 #: Gaussian kernel radius in standard deviations (scipy's default ``truncate``)
 TRUNCATE = 4.0
 
@@ -169,21 +171,30 @@ class PageReleasing:
     Supports what tiled prediction and the slab loops use: ``shape``, ``dtype``, ``ndim`` and basic
     slicing (returning a copied ndarray in the map's dtype)."""
 
-    def __init__(self, volume: ArrayLike, every: int = RELEASE_BYTES) -> None:
-        self.volume, self.every, self._read = volume, int(every), 0
+    def __init__(self, volume: ArrayLike, every: int | None = None) -> None:
+        self.volume, self._read = volume, 0
+        self.every = RELEASE_BYTES if every is None else int(every)
         self.shape, self.dtype, self.ndim = tuple(volume.shape), volume.dtype, len(volume.shape)
         self._base = resident_file_bytes()
 
     def __getitem__(self, key) -> np.ndarray:
         out = np.array(self.volume[key], copy=True)
-        self._read += touched_bytes(out.shape, self.shape, out.itemsize)
+        self._account(out.shape, out.itemsize)
+        return out
+
+    def __setitem__(self, key, value) -> None:
+        """Write into a writable map; its pages are flushed and released on the same rule as reads."""
+        self.volume[key] = value
+        self._account(np.shape(self.volume[key]), self.volume.dtype.itemsize)
+
+    def _account(self, part: Sequence[int], itemsize: int) -> None:
+        self._read += touched_bytes(part, self.shape, itemsize)
         now = resident_file_bytes()
         grown = 0 if now is None or self._base is None else now - self._base
         if self._read >= self.every or grown >= self.every:
             release_pages(self.volume)
             self._read = 0
             self._base = resident_file_bytes()
-        return out
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return np.asarray(self.volume, dtype=dtype)
@@ -277,10 +288,19 @@ def gaussian_inplace(volume: np.ndarray, sigma: float, block_voxels: int | None 
         return volume
     nz, ny, nx = volume.shape
     rows = max(1, int(block_voxels) // max(1, nz * nx))
+    # a memory map's z-columns are read and written a few planes at a time through PageReleasing: a column
+    # of 16 rows of every plane maps a whole page-cache folio per plane (256 planes of a 256×1024×1024 map:
+    # ~700 MiB resident at once, measured), so its pages are released as they grow
+    view = page_releasing(volume)
+    step = COLUMN_PLANES if view is not volume else nz
     for y0 in range(0, ny, rows):
-        col = np.array(volume[:, y0:y0 + rows, :], dtype=np.float32)
+        ys = slice(y0, min(y0 + rows, ny))
+        col = np.empty((nz, ys.stop - y0, nx), dtype=np.float32)
+        for z0 in range(0, nz, step):
+            col[z0:z0 + step] = view[z0:z0 + step, ys, :]
         ndimage.gaussian_filter1d(col, sigma, axis=0, mode="reflect", truncate=truncate, output=col)
-        volume[:, y0:y0 + rows, :] = col
+        for z0 in range(0, nz, step):
+            view[z0:z0 + step, ys, :] = col[z0:z0 + step]
         release_pages(volume)
     for z0, z1 in z_slabs(volume.shape, max(1, int(block_voxels) // max(1, ny * nx))):
         slab = np.array(volume[z0:z1], dtype=np.float32)
