@@ -16,7 +16,9 @@ Two access patterns of the commands, each in a fresh subprocess too:
 * prediction's tiles (``--tile`` voxels, overlap tile/4, z slowest, as ``predict.predict_mean`` reads
   them): from the MRC memory map, and from the OME-Zarr level with one chunk decoded at a time
   (``volume_io.LOCAL_READ_CONCURRENCY``, the reader's setting for local stores) and with zarr's default
-  concurrency (10); the peak RSS above the opened map (``VmHWM`` − ``VmRSS`` before the reads);
+  concurrency (10); the peak RSS above the opened map (``VmHWM`` − ``VmRSS`` before the reads), and the
+  file pages one tile read straight from the map makes resident (``RssFile``) against
+  ``blockwise.touched_bytes`` (a kernel that caches files in large folios maps a whole folio per fault);
 * training's sampled normalisation (``data.estimate_normalization``, 4096 x-rows): by chunk band (the
   reader's way for chunked stores) and row by row (each row decodes every chunk it crosses).
 """
@@ -80,9 +82,18 @@ def _pattern_child(path: str, mode: str, arg: str) -> None:
     if mode == "tiles":
         tile = int(os.environ.get("BENCH_TILE", "64"))
         grid = TileGrid(vol.shape, tile, tile // 4)
+        # one tile read straight from the map: the file pages it makes resident against those counted
+        file0 = _vm("RssFile")
+        np.array(vol[0:tile, 0:tile, 0:tile], dtype=np.float32)  # a copy: touches the pages
+        first = {"first_tile_file_MiB": _vm("RssFile") - file0,
+                 "first_tile_counted_MiB": blockwise.touched_bytes((tile,) * 3, vol.shape, 4) / 2**20}
+        if isinstance(vol, np.ndarray):
+            blockwise.release_pages(vol)
+        before = _vm("VmRSS")
+        t0 = time.perf_counter()
         src = blockwise.page_releasing(vol) if blockwise.is_large(vol.shape) else vol
         check = sum(float(np.asarray(grid.read(src, o), dtype=np.float32)[0, 0, 0]) for o in grid.origins.tolist())
-        extra = {"tiles": len(grid)}
+        extra = {"tiles": len(grid), **first}
     else:
         class RowByRow:  # the same map without chunk_shape: estimate_normalization reads it row by row
             shape = vol.shape
@@ -166,7 +177,8 @@ def main() -> int:
             r = _run_child(str(path), "tiles", arg)
             checks.add(round(r["check"], 3))
             print(f"tiles  {name:<40} {r['tiles']} tiles of {args.tile}^3: {r['s']:.1f} s, peak RSS +{r['over_MiB']:.0f} MiB "
-                  "over the opened map")
+                  f"over the opened map; the first tile alone: +{r['first_tile_file_MiB']:.0f} MiB of file pages "
+                  f"(touched_bytes counts {r['first_tile_counted_MiB']:.0f} MiB)")
         norms = {}
         for name, path, arg in [("MRC memory map, row by row", mrc_path, "rows"),
                                 ("OME-Zarr, by chunk band (reader)", zarr_path, "bands"),
