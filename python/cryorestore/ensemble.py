@@ -242,7 +242,7 @@ LOWPASS_FSC = 0.143
 
 
 def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray, threshold: float = LOWPASS_FSC,
-                     inplace: bool = False) -> np.ndarray:
+                     inplace: bool = False, sigma: float | None = None) -> np.ndarray:
     """``volume`` low-passed (float32) by the Gaussian whose transfer ``exp(−2π²σ²f²)`` is 1/2 at the
     frequency where the half maps' FSC first drops below ``threshold`` (no truth involved).
 
@@ -260,10 +260,11 @@ def half_fsc_lowpass(volume: np.ndarray, even: np.ndarray, odd: np.ndarray, thre
     256³ voxels) and the Gaussian is applied in float32 by chunks (:func:`cryorestore.blockwise.
     gaussian_inplace`), into ``volume`` itself when ``inplace`` (a writable float32 array), so no
     whole-volume FFT or float64 copy is made. Smaller maps: whole-volume float64, as before (with
-    ``inplace`` the result is copied into ``volume``)."""
+    ``inplace`` the result is copied into ``volume``). ``sigma``: :func:`half_fsc_lowpass_sigma` of the
+    halves when the caller took it already (before the network's output was in memory, say)."""
     from cryorestore import baseline, blockwise
 
-    sigma = half_fsc_lowpass_sigma(even, odd, threshold)
+    sigma = half_fsc_lowpass_sigma(even, odd, threshold) if sigma is None else float(sigma)
     if not blockwise.is_large(np.shape(even)):
         out = baseline.gaussian_lowpass(volume, sigma).astype(np.float32)
         if inplace:

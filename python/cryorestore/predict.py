@@ -147,9 +147,12 @@ def restore(loaded: LoadedModel, even: np.ndarray, odd: np.ndarray | None = None
     if combine == "calibrated" and odd is not None and len(inputs) == 2:  # needs f(even) and f(odd) apart
         outs = [predict_volume(loaded, v, **kwargs) for v in inputs]
         return ensemble.combine_outputs(outs, even, odd, combine, tuple(loaded.config["tilt_range"]))
+    lowpass = combine == "mean+lowpass" and odd is not None and len(inputs) == 2
+    # the halves' FSC first (large maps: float64 crops and their spectra), before the output takes its memory
+    sigma = ensemble.half_fsc_lowpass_sigma(even, odd) if lowpass else None
     mean = predict_mean(loaded, inputs, **kwargs)  # one streaming accumulator for every input
-    if combine == "mean+lowpass" and odd is not None and len(inputs) == 2:
-        return ensemble.half_fsc_lowpass(mean, even, odd, inplace=True)  # large maps: crop FSC, float32 chunks
+    if lowpass:
+        return ensemble.half_fsc_lowpass(mean, even, odd, inplace=True, sigma=sigma)  # large maps: float32 chunks
     return mean
 
 
@@ -169,6 +172,9 @@ def _restore_halves_bounded(loaded: LoadedModel, inputs: Sequence, even, odd, co
     from cryorestore import blockwise, ensemble
 
     shape = tuple(int(s) for s in np.shape(even))
+    # the halves' FSC (float64 crops and their spectra) while no full-size map is in memory yet: taken after
+    # the predictions it set the peak of denoise at 256×1024×1024 (benchmarks/RESULTS.md)
+    sigma = ensemble.half_fsc_lowpass_sigma(even, odd) if combine == "mean+lowpass" else 0.0
     scratch = blockwise.ScratchMap(shape, scratch_dir)
     try:
         fe = predict_volume(loaded, inputs[0], **kwargs)
@@ -184,7 +190,6 @@ def _restore_halves_bounded(loaded: LoadedModel, inputs: Sequence, even, odd, co
             fo_slab *= np.float32(0.5)
             blockwise.release_pages(spread)
         if combine == "mean+lowpass":
-            sigma = ensemble.half_fsc_lowpass_sigma(even, odd)
             blockwise.gaussian_inplace(mean, sigma)
             blockwise.gaussian_inplace(spread, sigma)
     except BaseException:
