@@ -52,6 +52,23 @@ def test_short_training_lowers_validation_loss_and_writes_model_dir(dataset, tmp
     assert norm["mean"] == pytest.approx(ref.mean) and norm["std"] == pytest.approx(ref.std)
 
 
+def test_binned_training_bins_each_map_once_and_records_the_binned_slab(dataset, tmp_path, monkeypatch):
+    """The held-out slab and fingerprint in config.json come from the maps as trained on (binned), read once:
+    the record used to read and Fourier-bin every even map a second time."""
+    from cryorestore import volume_io
+    from cryorestore.data import volume_fingerprint
+
+    calls = []
+    real = volume_io.fourier_bin
+    monkeypatch.setattr(volume_io, "fourier_bin", lambda v, f, *a, **k: calls.append(f) or real(v, f, *a, **k))
+    train(_cfg(dataset, tmp_path / "m", bin=2, subtomo_size=8, n_subtomos=12, epochs=1), progress=False)
+    assert calls == [2, 2]  # the even map and the odd map, once each
+    even2 = real(io.read_mrc(dataset / "even.mrc").data, 2)
+    (entry,) = json.loads((tmp_path / "m" / "config.json").read_text())["holdout"]
+    assert entry["shape"] == list(even2.shape) == [16, 32, 32]
+    assert entry["fingerprint"] == pytest.approx(volume_fingerprint(even2), rel=1e-6)
+
+
 def test_resume_continues_from_saved_epoch_like_an_uninterrupted_run(dataset, tmp_path):
     straight = train(_cfg(dataset, tmp_path / "a", epochs=3, n_subtomos=12), progress=False)
     def stop_after_second(epoch, record):

@@ -39,7 +39,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -198,8 +198,10 @@ def stop_reason(epoch: int, n_epochs: int, by_steps: bool, best_epoch: int, conf
     return None
 
 
-def _sample_boxes(config: TrainConfig, extract: int) -> tuple[SubtomoSet, float]:
-    """The training and validation boxes (edge ``extract`` voxels) and the maps' voxel size (Å).
+def _sample_boxes(config: TrainConfig, extract: int) -> tuple[SubtomoSet, tuple[float, list[dict[str, Any]]]]:
+    """The training and validation boxes (edge ``extract`` voxels), and (the maps' voxel size in Å, the
+    held-out slab of each map): :func:`_holdout_entries` of the maps as loaded here, read and binned once.
+    The pair is the shape :func:`cryorestore.distributed.share_from_main` shares.
 
     The validation slab is separated from the training boxes by one training-crop edge (the box the
     network sees); rotating methods cut bigger boxes around it.
@@ -208,7 +210,8 @@ def _sample_boxes(config: TrainConfig, extract: int) -> tuple[SubtomoSet, float]
     sampler = SubtomoSampler(evens, odds, extract, n_subtomos=config.n_subtomos, val_fraction=config.val_fraction,
                              seed=config.seed, min_std_percentile=config.min_std_percentile,
                              gap=config.subtomo_size)
-    return sampler.sample(), voxel
+    subs = sampler.sample()
+    return subs, (voxel, _holdout_entries(subs, evens))
 
 
 def _scheduler(opt: torch.optim.Optimizer, n: int, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
@@ -318,7 +321,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
     np.random.seed(config.seed % 2**32)
     extract = method.extract_size(config.subtomo_size)
     # data parallel on one node: rank 0 alone reads the maps and cuts the boxes, every rank maps them from a file
-    subs, voxel = distributed.share_from_main(lambda: _sample_boxes(config, extract), out, dctx)
+    subs, (voxel, holdout) = distributed.share_from_main(lambda: _sample_boxes(config, extract), out, dctx)
     train_t, val_t = HostBoxes(subs.train, device), HostBoxes(subs.val, device)  # host memory, batches to device
     refills = method.refill_every
     train_f = train_t.clone() if refills else None
@@ -372,7 +375,7 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
     model_config = config.to_dict() | {"extract_size": extract, "n_parameters": n_params, "voxel_size": voxel,
                                        "tilt_range": list(config.tilt_range),
                                        "model_options": dict(model.options), "world_size": dctx.world_size,
-                                       "holdout": _holdout_entries(config, subs)}
+                                       "holdout": holdout}
     live = is_live(progress)
     t0 = time.perf_counter()
     epochs = range(start, n_epochs) if reason is None else range(0)
@@ -424,18 +427,15 @@ def train(config: TrainConfig, progress: bool = True, resume: bool = False,
     return TrainResult(history, best_epoch, float(best_val), seconds, str(out), n_params, reason, dctx.is_main)
 
 
-def _holdout_entries(config: TrainConfig, subs: SubtomoSet) -> list[dict[str, Any]]:
+def _holdout_entries(subs: SubtomoSet, evens: Sequence[np.ndarray]) -> list[dict[str, Any]]:
     """Per training tomogram, the slab no training box touched (input voxels, :meth:`SlabSplit.holdout`)
-    and a fingerprint of its even map (:func:`cryorestore.data.volume_fingerprint`), for ``cryorestore score``."""
-    from cryorestore import volume_io
+    and a fingerprint of its even map (:func:`cryorestore.data.volume_fingerprint`), for ``cryorestore score``.
+
+    ``evens`` are the (z, y, x) even maps as trained on (level and binning applied: the arrays of
+    :func:`load_volumes`, in memory or lazy)."""
     from cryorestore.data import volume_fingerprint
 
-    out = []
-    for sp, path in zip(subs.splits, config.even):  # the maps as trained on: level and binning applied
-        v = volume_io.read_volume(path, config.zarr_level, config.bin, lazy=config.bin == 1, check_finite=False)
-        out.append(sp.holdout(v.shape) | {"fingerprint": volume_fingerprint(v.data)})
-        del v
-    return out
+    return [sp.holdout(v.shape) | {"fingerprint": volume_fingerprint(v)} for sp, v in zip(subs.splits, evens)]
 
 
 class CorruptCheckpoint(Exception):
