@@ -59,3 +59,19 @@ def test_band_apodised_fsc_reads_the_centre_crop():
     raw, restored, truth, _ = _maps()
     assert bounded.band_apodised_fsc(restored, truth, bounded.sign_of(restored, truth)) == pytest.approx(
         quality.band_apodised_fsc(restored, truth), abs=1e-6)
+
+
+def test_centre_crop_of_a_memory_map_is_the_numpy_crop_and_releases_the_maps_pages(tmp_path, monkeypatch):
+    """The crop equals numpy's slicing (float64, odd and even edges), and a memory map's pages are released
+    once it is read (large page-cache folios left hundreds of MiB resident per crop in evaluate)."""
+    raw = _maps()[0]
+    m = np.memmap(tmp_path / "raw.raw", np.float32, "w+", shape=raw.shape)
+    m[:] = raw
+    m = np.memmap(tmp_path / "raw.raw", np.float32, "r", shape=raw.shape)
+    released = []
+    real = blockwise.release_pages
+    monkeypatch.setattr(blockwise, "release_pages", lambda v: released.append(v is m) or real(v))
+    got = bounded.centre_crop(m, 33)
+    assert got.dtype == np.float64 and released == [True]
+    np.testing.assert_array_equal(got, raw[3:36, 9:42, 7:40].astype(np.float64))
+    assert bounded.centre_crop(raw, 64).shape == raw.shape  # a crop larger than the map is the map

@@ -361,3 +361,37 @@ def test_unet_that_memorised_its_crop_is_flagged(tmp_path):
     assert row["loss_over_noise"] < 0.5
     assert "leak" in row["flags"]
     assert row["est"] is None or row["est"] > row["true"] + 3.0
+
+
+def test_model_halves_copies_the_box_of_memory_mapped_halves_and_releases_their_pages(tmp_path, monkeypatch):
+    """The network must get its own copy of the grown box, never a view of the memory map (np.asarray of a
+    float32 memmap is a view: tile reads then leave the halves' pages resident, +1 GiB in evaluate at
+    256×1024×1024), and the halves' pages are released before it runs. Same maps as from in-memory halves."""
+    from test_predict import _model_dir
+
+    from cryorestore import blockwise, predict
+    from cryorestore.modeldir import load_model_dir
+
+    rng = np.random.default_rng(11)
+    e_arr, o_arr = (rng.standard_normal(SHAPE).astype(np.float32) for _ in range(2))
+    e_map, o_map = (np.memmap(tmp_path / f"{n}.raw", np.float32, "w+", shape=SHAPE) for n in "eo")
+    e_map[:], o_map[:] = e_arr, o_arr
+    e_map, o_map = (np.memmap(tmp_path / f"{n}.raw", np.float32, "r", shape=SHAPE) for n in "eo")
+    assert blockwise._mapping(e_map[:4]) is not None  # a view of the map is backed by it too
+    loaded = load_model_dir(_model_dir(tmp_path / "m"))
+    region = tf.slab_region(SHAPE, 1, 28, 40)
+    want, _ = tf.model_halves(loaded, e_arr, o_arr, region, "mean", "none", tile=16)
+
+    events = []
+    real_predict, real_release = predict.predict_volume, blockwise.release_pages
+    monkeypatch.setattr(predict, "predict_volume",
+                        lambda lo, v, **k: events.append(("predict", not any(np.may_share_memory(v, m) for m in (e_map, o_map))))
+                        or real_predict(lo, v, **k))
+    monkeypatch.setattr(blockwise, "release_pages",
+                        lambda v: events.append(("release", blockwise._mapping(v) is not None)) or real_release(v))
+    got, _ = tf.model_halves(loaded, e_map, o_map, region, "mean", "none", tile=16)
+    np.testing.assert_allclose(got.g_even, want.g_even, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got.g_odd, want.g_odd, rtol=1e-6, atol=1e-6)
+    assert [ev for ev in events if ev[0] == "predict"] == [("predict", True)] * 2  # own copies, no map views
+    first = events.index(("predict", True))
+    assert events[:first].count(("release", True)) >= 2  # both halves' pages released before the network

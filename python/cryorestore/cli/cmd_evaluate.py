@@ -215,7 +215,6 @@ def run(args: argparse.Namespace) -> int:
     plots.orthoslices(dict(maps, **({"truth": truth} if truth is not None else {})), fig_dir / "orthoslices.png")
     # large maps: the Fourier slices of the centre crop (at most FOURIER_SLICE_CROP voxels per axis)
     shown = {n: bounded.centre_crop(m, FOURIER_SLICE_CROP) for n, m in maps.items()} if large else maps
-    blockwise.release_all(*maps.values())
     plots.fourier_slices(shown, fig_dir / "fourier_slices.png")
     del shown
     if truth is not None:

@@ -620,10 +620,14 @@ def model_halves(loaded, even: np.ndarray, odd: np.ndarray, region: Region, comb
     ``prediction_inputs`` are (even, odd)); a joint use of both halves is what this avoids."""
     from cryorestore.predict import default_tile, predict_volume
 
+    from cryorestore import blockwise
+
     margin = default_tile(loaded) if tile is None else int(tile)
     outer, inner = expanded_box(region, np.shape(even), margin)
-    e = np.asarray(even[outer], dtype=np.float32)
-    o = np.asarray(odd[outer], dtype=np.float32)
+    # copies of the grown box (np.asarray of a float32 memory map would be a view, read tile by tile with its
+    # pages left resident); then the halves' pages leave the process before the network runs
+    e, o = blockwise.read(even, outer), blockwise.read(odd, outer)
+    blockwise.release_all(even, odd)
     kw = dict(tile=tile, overlap=overlap, batch_size=batch_size, device=device, progress=progress, tta=tta)
     fe, fo = predict_volume(loaded, e, **kw), predict_volume(loaded, o, **kw)
     ge, go, params = ensemble.combine_halves(fe, fo, e, o, combine, tuple(loaded.config["tilt_range"]))
