@@ -102,7 +102,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from cryorestore import ensemble, fourier
+from cryorestore import blockwise, ensemble, fourier
 from cryorestore.errors import InputError
 
 #: noise standard deviations of an FSC (1/√n, n independent coefficients) for the checks' tolerances
@@ -620,8 +620,6 @@ def model_halves(loaded, even: np.ndarray, odd: np.ndarray, region: Region, comb
     ``prediction_inputs`` are (even, odd)); a joint use of both halves is what this avoids."""
     from cryorestore.predict import default_tile, predict_volume
 
-    from cryorestore import blockwise
-
     margin = default_tile(loaded) if tile is None else int(tile)
     outer, inner = expanded_box(region, np.shape(even), margin)
     # copies of the grown box (np.asarray of a float32 memory map would be a view, read tile by tile with its
@@ -658,8 +656,6 @@ def run_score(even: np.ndarray, odd: np.ndarray, region: Region, *, loaded=None,
     Returns the result and ``{row: parameters}``."""
     shape = tuple(np.shape(even))
     outer, inner = expanded_box(region, shape, FILTER_MARGIN)
-    from cryorestore import blockwise
-
     eo, oo = (np.asarray(v[outer], dtype=np.float64) for v in (even, odd))
     blockwise.release_all(even, odd)  # memory-mapped halves: the box's pages leave the process
     maps: dict[str, HalfMaps] = {}
