@@ -39,6 +39,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_predict_memory import proc_status_mib  # noqa: E402
 
 
 def _read_child(path: str, slab: int) -> None:
@@ -62,12 +64,6 @@ def _read_child(path: str, slab: int) -> None:
     print(json.dumps(out))
 
 
-def _vm(field: str) -> float:
-    """This process's ``/proc/self/status`` memory field (``VmHWM``, ``VmRSS``) in MiB."""
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
-    return int(line.split()[1]) / 1024
-
-
 def _pattern_child(path: str, mode: str, arg: str) -> None:
     """In a subprocess: ``tiles`` (arg: the zarr concurrency, or 'reader') or ``norm`` (arg: 'bands' or
     'rows'); print JSON with the time, the peak RSS above the opened map and a checksum."""
@@ -77,19 +73,19 @@ def _pattern_child(path: str, mode: str, arg: str) -> None:
     vol = volume_io.read_volume(path, lazy=True, check_finite=False).data
     if isinstance(vol, volume_io.LazyLevel) and arg not in ("reader", "bands", "rows"):
         vol.concurrency = int(arg)
-    before = _vm("VmRSS")
+    before = proc_status_mib("VmRSS")
     t0 = time.perf_counter()
     if mode == "tiles":
         tile = int(os.environ.get("BENCH_TILE", "64"))
         grid = TileGrid(vol.shape, tile, tile // 4)
         # one tile read straight from the map: the file pages it makes resident against those counted
-        file0 = _vm("RssFile")
+        file0 = proc_status_mib("RssFile")
         np.array(vol[0:tile, 0:tile, 0:tile], dtype=np.float32)  # a copy: touches the pages
-        first = {"first_tile_file_MiB": _vm("RssFile") - file0,
+        first = {"first_tile_file_MiB": proc_status_mib("RssFile") - file0,
                  "first_tile_counted_MiB": blockwise.touched_bytes((tile,) * 3, vol.shape, 4) / 2**20}
         if isinstance(vol, np.ndarray):
             blockwise.release_pages(vol)
-        before = _vm("VmRSS")
+        before = proc_status_mib("VmRSS")
         t0 = time.perf_counter()
         src = blockwise.page_releasing(vol) if blockwise.is_large(vol.shape) else vol
         check = sum(float(np.asarray(grid.read(src, o), dtype=np.float32)[0, 0, 0]) for o in grid.origins.tolist())
@@ -103,7 +99,7 @@ def _pattern_child(path: str, mode: str, arg: str) -> None:
 
         norm = data.estimate_normalization([RowByRow() if arg == "rows" else vol])
         check, extra = norm.mean + norm.std, {"mean": norm.mean, "std": norm.std}
-    out = {"s": time.perf_counter() - t0, "over_MiB": _vm("VmHWM") - before, "check": check, **extra}
+    out = {"s": time.perf_counter() - t0, "over_MiB": proc_status_mib("VmHWM") - before, "check": check, **extra}
     print(json.dumps(out))
 
 
